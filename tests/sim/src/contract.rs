@@ -75,6 +75,9 @@ pub trait Kubelet: Send + Sync {
         opts: &LogOptions,
         out: &mut dyn Write,
     ) -> Result<(), KubeletError>;
+    /// Fault injection: kill every process of the pod (SIGKILL) as if its containers crashed; the
+    /// kubelet then reports them per restartPolicy.
+    fn kill_pod_processes(&self, namespace: &str, pod: &str);
     /// Stop every pod process (used when the whole simulated cluster stops).
     fn shutdown(&self);
 }
