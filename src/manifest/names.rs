@@ -1,0 +1,199 @@
+//! Object names, labels and selectors of a session, and the Kubernetes name grammars kodama checks
+//! before anything reaches the API server (DNS-1123 labels and subdomains, qualified names, label
+//! values, Secret/ConfigMap keys).
+//!
+//! May import: std only.
+
+use std::collections::BTreeMap;
+
+/// Longest session name. The longest derived name, `kodama-editor-config-<name>`, is then 61 ≤ 63
+/// characters, so every object name and label value stays a valid DNS-1123 label.
+pub const MAX_SESSION_NAME: usize = 40;
+
+/// `app.kubernetes.io/managed-by`, always `kodama`.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// `app.kubernetes.io/name`, always `kodama`.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// `app.kubernetes.io/component`: `session`, `workspace`, `claude-home`, `editor-config`, `env`, `files`.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// The session label: its value is the session name.
+pub const LABEL_SESSION: &str = "kodama.dev/session";
+/// Label selector for every object kodama manages.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=kodama";
+
+/// The pod: `kodama-<name>`.
+pub fn pod(session: &str) -> String {
+    format!("kodama-{session}")
+}
+/// The workspace PVC: `kodama-workspace-<name>`.
+pub fn workspace_pvc(session: &str) -> String {
+    format!("kodama-workspace-{session}")
+}
+/// The claude-home PVC: `kodama-claude-home-<name>`.
+pub fn claude_home_pvc(session: &str) -> String {
+    format!("kodama-claude-home-{session}")
+}
+/// The editor ConfigMap: `kodama-editor-config-<name>`.
+pub fn editor_config_map(session: &str) -> String {
+    format!("kodama-editor-config-{session}")
+}
+/// The env Secret: `kodama-env-<name>`.
+pub fn env_secret(session: &str) -> String {
+    format!("kodama-env-{session}")
+}
+/// The secret-files Secret: `kodama-files-<name>`.
+pub fn files_secret(session: &str) -> String {
+    format!("kodama-files-{session}")
+}
+
+/// Label selector for every object of one session (`kodama.dev/session=<name>` plus managed-by).
+pub fn session_selector(session: &str) -> String {
+    format!("{MANAGED_SELECTOR},{LABEL_SESSION}={session}")
+}
+
+/// The labels every object of a session carries, with its component.
+pub fn labels(session: &str, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), "kodama".to_string()),
+        (LABEL_NAME.to_string(), "kodama".to_string()),
+        (LABEL_COMPONENT.to_string(), component.to_string()),
+        (LABEL_SESSION.to_string(), session.to_string()),
+    ])
+}
+
+/// Faults of a session name (empty when valid): a DNS-1123 label that starts with a letter, at most
+/// [`MAX_SESSION_NAME`] characters.
+pub fn session_name_faults(name: &str) -> Vec<String> {
+    let mut f = Vec::new();
+    if name.is_empty() {
+        f.push("session name is empty".to_string());
+        return f;
+    }
+    if name.len() > MAX_SESSION_NAME {
+        f.push(format!(
+            "session name {name:?} is {} characters long; the limit is {MAX_SESSION_NAME} (object names derived from it must fit in 63)",
+            name.len()
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        f.push(format!(
+            "session name {name:?} may contain only lowercase letters, digits and '-'"
+        ));
+    } else if !name.as_bytes()[0].is_ascii_lowercase() {
+        f.push(format!("session name {name:?} must start with a lowercase letter"));
+    } else if name.ends_with('-') {
+        f.push(format!("session name {name:?} must not end with '-'"));
+    }
+    f
+}
+
+/// True for a DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// True for a DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// True for the name part of a qualified name: `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, ≤ 63.
+fn is_qualified_name_part(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+/// True for a qualified name (label and annotation keys, resource names): `[prefix/]name` where the
+/// prefix is a DNS-1123 subdomain.
+pub fn is_qualified_name(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_qualified_name_part(name),
+        None => is_qualified_name_part(s),
+    }
+}
+
+/// True for a label value: empty, or a qualified-name part.
+pub fn is_label_value(s: &str) -> bool {
+    s.is_empty() || is_qualified_name_part(s)
+}
+
+/// True for a Secret or ConfigMap data key: `[-._a-zA-Z0-9]+`, at most 253, not `.` or `..`.
+pub fn is_config_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s != "."
+        && s != ".."
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_names_fit_for_the_longest_session_name() {
+        let n = "a".repeat(MAX_SESSION_NAME);
+        assert!(session_name_faults(&n).is_empty());
+        for derived in [
+            pod(&n),
+            workspace_pvc(&n),
+            claude_home_pvc(&n),
+            editor_config_map(&n),
+            env_secret(&n),
+            files_secret(&n),
+        ] {
+            assert!(is_dns1123_label(&derived), "{derived}");
+        }
+        assert!(is_label_value(&n));
+    }
+
+    #[test]
+    fn session_name_table() {
+        for ok in ["a", "my-work", "fix-123", "a1"] {
+            assert!(session_name_faults(ok).is_empty(), "{ok}");
+        }
+        for (bad, needle) in [
+            ("", "empty"),
+            ("My-Work", "lowercase"),
+            ("1abc", "start with a lowercase letter"),
+            ("-a", "start with"),
+            ("a-", "end with"),
+            ("a_b", "lowercase"),
+            ("a.b", "lowercase"),
+            ("a/b", "lowercase"),
+        ] {
+            let f = session_name_faults(bad);
+            assert!(
+                f.iter().any(|m| m.contains(needle)),
+                "{bad:?}: {f:?} lacks {needle:?}"
+            );
+        }
+        let long = "a".repeat(41);
+        assert!(session_name_faults(&long)[0].contains("limit is 40"));
+    }
+
+    #[test]
+    fn grammars() {
+        assert!(is_qualified_name("nvidia.com/gpu"));
+        assert!(is_qualified_name("kubernetes.io/hostname"));
+        assert!(!is_qualified_name("nvidia.com/"));
+        assert!(!is_qualified_name("/gpu"));
+        assert!(!is_qualified_name("Nvidia.com/gpu"));
+        assert!(is_dns1123_subdomain("fast.ssd"));
+        assert!(!is_dns1123_subdomain("Fast"));
+        assert!(is_config_key("00-id_ed25519"));
+        assert!(!is_config_key(".."));
+        assert!(!is_config_key("a=b"));
+        assert!(is_label_value(""));
+        assert!(!is_label_value("-x"));
+    }
+}
