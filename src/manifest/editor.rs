@@ -209,8 +209,11 @@ mod tests {
     #[test]
     fn repo_files_override_each_default_separately() {
         let d = tempdir("some");
-        std::fs::write(d.join(OVERRIDE_DIR).join(KEY_HELIX_CONFIG), "theme = \"onedark\"\n")
-            .expect("write");
+        std::fs::write(
+            d.join(OVERRIDE_DIR).join(KEY_HELIX_CONFIG),
+            "theme = \"onedark\"\n",
+        )
+        .expect("write");
         let c = load(Some(&d)).expect("load");
         assert_eq!(c.helix_config, "theme = \"onedark\"\n");
         assert_eq!(c.helix_languages, DEFAULT_HELIX_LANGUAGES);

@@ -9,6 +9,10 @@
 //! May import: error, secret (and std, serde, serde_json, base64). Reading local files is limited to
 //! [`editor::load`] and [`secret_files::load`].
 
+// The shared `Error` is large (its `Api` variant); until error.rs boxes it, every fn returning
+// `Result` trips this lint. Remove when the shared type shrinks.
+#![allow(clippy::result_large_err)]
+
 pub mod editor;
 pub mod names;
 mod objects;
@@ -304,9 +308,16 @@ impl SessionSpec {
                 self.namespace
             ));
         }
-        if self.image.is_empty() || self.image.chars().any(|c| c.is_whitespace() || c.is_control())
+        if self.image.is_empty()
+            || self
+                .image
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
-            f.push(format!("image {:?} is empty or contains whitespace", self.image));
+            f.push(format!(
+                "image {:?} is empty or contains whitespace",
+                self.image
+            ));
         }
         if let Some(p) = &self.image_pull_policy {
             if !PULL_POLICIES.contains(&p.as_str()) {
@@ -328,12 +339,16 @@ impl SessionSpec {
         }
         if let Some(sc) = &self.storage.storage_class {
             if !names::is_dns1123_subdomain(sc) {
-                f.push(format!("storageClass {sc:?} is not a valid StorageClass name"));
+                f.push(format!(
+                    "storageClass {sc:?} is not a valid StorageClass name"
+                ));
             }
         }
         if let Some(sa) = &self.service_account {
             if !names::is_dns1123_subdomain(sa) {
-                f.push(format!("serviceAccount {sa:?} is not a valid ServiceAccount name"));
+                f.push(format!(
+                    "serviceAccount {sa:?} is not a valid ServiceAccount name"
+                ));
             }
         }
         if let Some(ssh) = &self.ssh {
@@ -344,7 +359,10 @@ impl SessionSpec {
                 ));
             }
             if !names::is_config_key(&ssh.key) {
-                f.push(format!("git SSH key name {:?} is not a valid Secret key", ssh.key));
+                f.push(format!(
+                    "git SSH key name {:?} is not a valid Secret key",
+                    ssh.key
+                ));
             }
         }
         for (k, v) in &self.node_selector {
@@ -352,7 +370,9 @@ impl SessionSpec {
                 f.push(format!("nodeSelector key {k:?} is not a valid label key"));
             }
             if !names::is_label_value(v) {
-                f.push(format!("nodeSelector value {v:?} (key {k:?}) is not a valid label value"));
+                f.push(format!(
+                    "nodeSelector value {v:?} (key {k:?}) is not a valid label value"
+                ));
             }
         }
         for (i, t) in self.tolerations.iter().enumerate() {
@@ -433,21 +453,29 @@ fn toleration_faults(i: usize, t: &Toleration) -> Vec<String> {
     let mut f = Vec::new();
     let op = t.operator.as_deref().unwrap_or("Equal");
     if op != "Equal" && op != "Exists" {
-        f.push(format!("toleration {i}: operator {op:?} must be Equal or Exists"));
+        f.push(format!(
+            "toleration {i}: operator {op:?} must be Equal or Exists"
+        ));
     }
     if op == "Exists" && t.value.as_deref().is_some_and(|v| !v.is_empty()) {
         f.push(format!("toleration {i}: operator Exists takes no value"));
     }
     if let Some(k) = &t.key {
         if !k.is_empty() && !names::is_qualified_name(k) {
-            f.push(format!("toleration {i}: key {k:?} is not a valid label key"));
+            f.push(format!(
+                "toleration {i}: key {k:?} is not a valid label key"
+            ));
         }
     } else if op != "Exists" {
-        f.push(format!("toleration {i}: a toleration without a key needs operator Exists"));
+        f.push(format!(
+            "toleration {i}: a toleration without a key needs operator Exists"
+        ));
     }
     if let Some(v) = &t.value {
         if !names::is_label_value(v) {
-            f.push(format!("toleration {i}: value {v:?} is not a valid label value"));
+            f.push(format!(
+                "toleration {i}: value {v:?} is not a valid label value"
+            ));
         }
     }
     if let Some(e) = &t.effect {
@@ -458,7 +486,9 @@ fn toleration_faults(i: usize, t: &Toleration) -> Vec<String> {
         }
     }
     if t.toleration_seconds.is_some() && t.effect.as_deref() != Some("NoExecute") {
-        f.push(format!("toleration {i}: tolerationSeconds needs effect NoExecute"));
+        f.push(format!(
+            "toleration {i}: tolerationSeconds needs effect NoExecute"
+        ));
     }
     f
 }
@@ -467,7 +497,9 @@ fn toleration_faults(i: usize, t: &Toleration) -> Vec<String> {
 fn extra_resource_faults(k: &str, v: &str) -> Vec<String> {
     let mut f = Vec::new();
     if k == "cpu" || k == "memory" {
-        f.push(format!("resource {k:?}: use --cpu/--memory (resources.cpu/memory) instead"));
+        f.push(format!(
+            "resource {k:?}: use --cpu/--memory (resources.cpu/memory) instead"
+        ));
         return f;
     }
     let native = k == "ephemeral-storage" || k.starts_with("hugepages-");
@@ -484,7 +516,9 @@ fn extra_resource_faults(k: &str, v: &str) -> Vec<String> {
         match quantity::parse_integer(v) {
             Ok(0) => f.push(format!("resource {k}={v}: must be at least 1")),
             Ok(_) => {}
-            Err(e) => f.push(format!("resource {k}={v:?}: {e} (extended resources are counted in whole units)")),
+            Err(e) => f.push(format!(
+                "resource {k}={v:?}: {e} (extended resources are counted in whole units)"
+            )),
         }
     } else if let Err(e) = quantity::parse_bytes(v) {
         f.push(format!("resource {k}={v:?}: {e}"));
@@ -513,36 +547,137 @@ mod tests {
             (|s| s.namespace = "Dev".into(), "namespace"),
             (|s| s.image = "".into(), "image"),
             (|s| s.image = "a b".into(), "image"),
-            (|s| s.image_pull_policy = Some("Sometimes".into()), "imagePullPolicy"),
+            (
+                |s| s.image_pull_policy = Some("Sometimes".into()),
+                "imagePullPolicy",
+            ),
             (|s| s.resources.cpu = "0".into(), "at least 1m"),
             (|s| s.resources.cpu = "two".into(), "cpu"),
             (|s| s.resources.memory = "2GB".into(), "unknown unit"),
             (|s| s.resources.memory = "0".into(), "larger than zero"),
-            (|s| s.resources.cpu_request = Some("2".into()), "larger than the cpu limit"),
-            (|s| s.resources.memory_request = Some("4Gi".into()), "larger than the memory limit"),
-            (|s| { s.resources.extra.insert("nvidia.com/gpu".into(), "0.5".into()); }, "whole units"),
-            (|s| { s.resources.extra.insert("gpu".into(), "1".into()); }, "extended resource name"),
-            (|s| { s.resources.extra.insert("kubernetes.io/x".into(), "1".into()); }, "extended resource name"),
-            (|s| { s.resources.extra.insert("cpu".into(), "1".into()); }, "--cpu"),
-            (|s| { s.resources.extra.insert("ephemeral-storage".into(), "lots".into()); }, "ephemeral-storage"),
+            (
+                |s| s.resources.cpu_request = Some("2".into()),
+                "larger than the cpu limit",
+            ),
+            (
+                |s| s.resources.memory_request = Some("4Gi".into()),
+                "larger than the memory limit",
+            ),
+            (
+                |s| {
+                    s.resources
+                        .extra
+                        .insert("nvidia.com/gpu".into(), "0.5".into());
+                },
+                "whole units",
+            ),
+            (
+                |s| {
+                    s.resources.extra.insert("gpu".into(), "1".into());
+                },
+                "extended resource name",
+            ),
+            (
+                |s| {
+                    s.resources
+                        .extra
+                        .insert("kubernetes.io/x".into(), "1".into());
+                },
+                "extended resource name",
+            ),
+            (
+                |s| {
+                    s.resources.extra.insert("cpu".into(), "1".into());
+                },
+                "--cpu",
+            ),
+            (
+                |s| {
+                    s.resources
+                        .extra
+                        .insert("ephemeral-storage".into(), "lots".into());
+                },
+                "ephemeral-storage",
+            ),
             (|s| s.storage.workspace = "10GB".into(), "storage.workspace"),
             (|s| s.storage.claude_home = "0".into(), "storage.claudeHome"),
-            (|s| s.storage.storage_class = Some("Fast SSD".into()), "storageClass"),
+            (
+                |s| s.storage.storage_class = Some("Fast SSD".into()),
+                "storageClass",
+            ),
             (|s| s.service_account = Some("A".into()), "serviceAccount"),
-            (|s| s.ssh = Some(SshSpec { secret_name: "x_y".into(), key: "k".into(), known_hosts: KnownHosts::AcceptNew }), "git.secretName"),
-            (|s| { s.node_selector.insert("a b".into(), "x".into()); }, "nodeSelector key"),
-            (|s| { s.node_selector.insert("disk".into(), "-x".into()); }, "nodeSelector value"),
-            (|s| s.tolerations.push(Toleration { operator: Some("Maybe".into()), key: Some("k".into()), ..Default::default() }), "operator"),
-            (|s| s.tolerations.push(Toleration { operator: Some("Exists".into()), value: Some("v".into()), ..Default::default() }), "takes no value"),
-            (|s| s.tolerations.push(Toleration { key: Some("k".into()), effect: Some("Never".into()), ..Default::default() }), "effect"),
-            (|s| s.tolerations.push(Toleration { key: Some("k".into()), toleration_seconds: Some(5), ..Default::default() }), "tolerationSeconds"),
+            (
+                |s| {
+                    s.ssh = Some(SshSpec {
+                        secret_name: "x_y".into(),
+                        key: "k".into(),
+                        known_hosts: KnownHosts::AcceptNew,
+                    })
+                },
+                "git.secretName",
+            ),
+            (
+                |s| {
+                    s.node_selector.insert("a b".into(), "x".into());
+                },
+                "nodeSelector key",
+            ),
+            (
+                |s| {
+                    s.node_selector.insert("disk".into(), "-x".into());
+                },
+                "nodeSelector value",
+            ),
+            (
+                |s| {
+                    s.tolerations.push(Toleration {
+                        operator: Some("Maybe".into()),
+                        key: Some("k".into()),
+                        ..Default::default()
+                    })
+                },
+                "operator",
+            ),
+            (
+                |s| {
+                    s.tolerations.push(Toleration {
+                        operator: Some("Exists".into()),
+                        value: Some("v".into()),
+                        ..Default::default()
+                    })
+                },
+                "takes no value",
+            ),
+            (
+                |s| {
+                    s.tolerations.push(Toleration {
+                        key: Some("k".into()),
+                        effect: Some("Never".into()),
+                        ..Default::default()
+                    })
+                },
+                "effect",
+            ),
+            (
+                |s| {
+                    s.tolerations.push(Toleration {
+                        key: Some("k".into()),
+                        toleration_seconds: Some(5),
+                        ..Default::default()
+                    })
+                },
+                "tolerationSeconds",
+            ),
             (|s| s.command = Some(vec![]), "command"),
         ];
         for (edit, needle) in cases {
             let mut s = spec();
             edit(&mut s);
             let f = s.faults();
-            assert!(f.iter().any(|m| m.contains(needle)), "{needle:?} not in {f:?}");
+            assert!(
+                f.iter().any(|m| m.contains(needle)),
+                "{needle:?} not in {f:?}"
+            );
         }
     }
 
@@ -568,7 +703,9 @@ mod tests {
             key: "ssh-privatekey".into(),
             known_hosts: KnownHosts::Secret,
         });
-        s.resources.extra.insert("nvidia.com/gpu".into(), "1".into());
+        s.resources
+            .extra
+            .insert("nvidia.com/gpu".into(), "1".into());
         let j = serde_json::to_string(&s).expect("ser");
         assert!(j.contains("\"knownHosts\":\"secret\""), "{j}");
         let back: SessionSpec = serde_json::from_str(&j).expect("de");

@@ -75,12 +75,17 @@ pub fn session_name_faults(name: &str) -> Vec<String> {
             name.len()
         ));
     }
-    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         f.push(format!(
             "session name {name:?} may contain only lowercase letters, digits and '-'"
         ));
     } else if !name.as_bytes()[0].is_ascii_lowercase() {
-        f.push(format!("session name {name:?} must start with a lowercase letter"));
+        f.push(format!(
+            "session name {name:?} must start with a lowercase letter"
+        ));
     } else if name.ends_with('-') {
         f.push(format!("session name {name:?} must not end with '-'"));
     }
@@ -91,7 +96,8 @@ pub fn session_name_faults(name: &str) -> Vec<String> {
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

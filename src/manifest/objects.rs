@@ -94,9 +94,9 @@ fn container_env(spec: &SessionSpec) -> Vec<Value> {
     if let Some(ssh) = &spec.ssh {
         let checking = match ssh.known_hosts {
             KnownHosts::AcceptNew => "-o StrictHostKeyChecking=accept-new".to_string(),
-            KnownHosts::Secret => format!(
-                "-o StrictHostKeyChecking=yes -o UserKnownHostsFile={SSH_DIR}/known_hosts"
-            ),
+            KnownHosts::Secret => {
+                format!("-o StrictHostKeyChecking=yes -o UserKnownHostsFile={SSH_DIR}/known_hosts")
+            }
             KnownHosts::Off => {
                 "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null".to_string()
             }
@@ -184,7 +184,10 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
     mount("claude-home", CLAUDE_HOME_DIR, false, None);
     // ~/.config is its own emptyDir so it stays writable (gh, git, …) although the runtime creates
     // the editor mount points inside it.
-    volumes.insert("config-home", json!({ "name": "config-home", "emptyDir": {} }));
+    volumes.insert(
+        "config-home",
+        json!({ "name": "config-home", "emptyDir": {} }),
+    );
     mount("config-home", CONFIG_DIR, false, None);
     let cm = names::editor_config_map(name);
     volumes.insert(
@@ -265,7 +268,10 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
     }
 
     let mut annotations = meta_annotations(spec);
-    annotations.insert(ann::DEFAULT_CONTAINER.to_string(), MAIN_CONTAINER.to_string());
+    annotations.insert(
+        ann::DEFAULT_CONTAINER.to_string(),
+        MAIN_CONTAINER.to_string(),
+    );
     let mut pod_spec = json!({
         "automountServiceAccountToken": spec.automount_token,
         "containers": [container],
@@ -303,8 +309,8 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
 }
 
 fn pvc(spec: &SessionSpec, name: String, component: &str, size: &str) -> Result<Value> {
-    let bytes =
-        quantity::parse_bytes(size).map_err(|e| Error::msg(format!("invalid size {size:?}: {e}")))?;
+    let bytes = quantity::parse_bytes(size)
+        .map_err(|e| Error::msg(format!("invalid size {size:?}: {e}")))?;
     let mut s = json!({
         "accessModes": ["ReadWriteOnce"],
         "resources": { "requests": { "storage": quantity::format_bytes(bytes) } },
@@ -323,7 +329,12 @@ fn pvc(spec: &SessionSpec, name: String, component: &str, size: &str) -> Result<
 /// The workspace PVC `kodama-workspace-<name>` (mounted at /workspace).
 pub fn build_workspace_pvc(spec: &SessionSpec) -> Result<Value> {
     spec.validate()?;
-    pvc(spec, names::workspace_pvc(&spec.name), "workspace", &spec.storage.workspace)
+    pvc(
+        spec,
+        names::workspace_pvc(&spec.name),
+        "workspace",
+        &spec.storage.workspace,
+    )
 }
 
 /// The claude-home PVC `kodama-claude-home-<name>` (mounted at ~/.claude).
@@ -358,7 +369,12 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn opaque_secret(spec: &SessionSpec, name: String, component: &str, data: Map<String, Value>) -> Value {
+fn opaque_secret(
+    spec: &SessionSpec,
+    name: String,
+    component: &str,
+    data: Map<String, Value>,
+) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -393,7 +409,12 @@ pub fn build_env_secret(spec: &SessionSpec, env: &BTreeMap<String, Secret>) -> R
             hint: None,
         });
     }
-    Ok(opaque_secret(spec, names::env_secret(&spec.name), "env", data))
+    Ok(opaque_secret(
+        spec,
+        names::env_secret(&spec.name),
+        "env",
+        data,
+    ))
 }
 
 /// The secret-files Secret `kodama-files-<name>`.
@@ -416,7 +437,12 @@ pub fn build_files_secret(spec: &SessionSpec, files: &[super::SecretFile]) -> Re
             )));
         }
     }
-    Ok(opaque_secret(spec, names::files_secret(&spec.name), "files", data))
+    Ok(opaque_secret(
+        spec,
+        names::files_secret(&spec.name),
+        "files",
+        data,
+    ))
 }
 
 /// Every object of a new session, in creation order: workspace PVC, claude-home PVC, editor

@@ -110,11 +110,16 @@ pub fn check_baseline(pod: &Value) -> Vec<String> {
 
     // HostProcess
     if is_true(&psc["windowsOptions"]["hostProcess"]) {
-        v.push("hostProcess: spec.securityContext.windowsOptions.hostProcess must not be true".into());
+        v.push(
+            "hostProcess: spec.securityContext.windowsOptions.hostProcess must not be true".into(),
+        );
     }
     for c in &cs {
         if is_true(&c.c["securityContext"]["windowsOptions"]["hostProcess"]) {
-            v.push(format!("hostProcess: {} sets windowsOptions.hostProcess", c.at));
+            v.push(format!(
+                "hostProcess: {} sets windowsOptions.hostProcess",
+                c.at
+            ));
         }
     }
     // Host namespaces
@@ -133,7 +138,10 @@ pub fn check_baseline(pod: &Value) -> Vec<String> {
     for c in &cs {
         for cap in strs(&c.c["securityContext"]["capabilities"]["add"]) {
             if !BASELINE_CAPS.contains(&cap) {
-                v.push(format!("capabilities: {} adds {cap}, which baseline forbids", c.at));
+                v.push(format!(
+                    "capabilities: {} adds {cap}, which baseline forbids",
+                    c.at
+                ));
             }
         }
     }
@@ -153,15 +161,17 @@ pub fn check_baseline(pod: &Value) -> Vec<String> {
         if let Some(ports) = c.c["ports"].as_array() {
             for p in ports {
                 if p["hostPort"].as_i64().is_some_and(|hp| hp != 0) {
-                    v.push(format!("host ports: {} uses hostPort {}", c.at, p["hostPort"]));
+                    v.push(format!(
+                        "host ports: {} uses hostPort {}",
+                        c.at, p["hostPort"]
+                    ));
                 }
             }
         }
     }
     // AppArmor
-    let apparmor_ok = |t: &Value| {
-        t.is_null() || matches!(t.as_str(), Some("RuntimeDefault") | Some("Localhost"))
-    };
+    let apparmor_ok =
+        |t: &Value| t.is_null() || matches!(t.as_str(), Some("RuntimeDefault") | Some("Localhost"));
     if !apparmor_ok(&psc["appArmorProfile"]["type"]) {
         v.push(format!(
             "AppArmor: spec.securityContext.appArmorProfile.type {} is not allowed",
@@ -182,10 +192,10 @@ pub fn check_baseline(pod: &Value) -> Vec<String> {
                     v.push(format!("AppArmor: annotation {k} is {s:?}"));
                 }
             }
-            if k == SECCOMP_POD_ANNOTATION || k.starts_with(SECCOMP_CONTAINER_ANNOTATION) {
-                if val.as_str() == Some("unconfined") {
-                    v.push(format!("seccomp: annotation {k} is unconfined"));
-                }
+            if (k == SECCOMP_POD_ANNOTATION || k.starts_with(SECCOMP_CONTAINER_ANNOTATION))
+                && val.as_str() == Some("unconfined")
+            {
+                v.push(format!("seccomp: annotation {k} is unconfined"));
             }
         }
     }
@@ -196,7 +206,9 @@ pub fn check_baseline(pod: &Value) -> Vec<String> {
         }
         let t = o["type"].as_str().unwrap_or("");
         if !SELINUX_TYPES.contains(&t) {
-            v.push(format!("SELinux: {at}.seLinuxOptions.type {t:?} is not allowed"));
+            v.push(format!(
+                "SELinux: {at}.seLinuxOptions.type {t:?} is not allowed"
+            ));
         }
         for f in ["user", "role"] {
             if o[f].as_str().is_some_and(|s| !s.is_empty()) {
@@ -251,7 +263,9 @@ pub fn check_restricted(pod: &Value) -> Vec<String> {
             if let Some(o) = vol.as_object() {
                 for (k, val) in o {
                     if k != "name" && !val.is_null() && !RESTRICTED_VOLUMES.contains(&k.as_str()) {
-                        v.push(format!("volume types: volume {name:?} uses {k}, which restricted forbids"));
+                        v.push(format!(
+                            "volume types: volume {name:?} uses {k}, which restricted forbids"
+                        ));
                     }
                 }
             }

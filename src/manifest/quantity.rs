@@ -54,7 +54,9 @@ fn parse_exact(s: &str) -> Result<Exact, String> {
         return Err("quantity has too many digits".into());
     }
     let digits = format!("{int_part}{frac_part}");
-    let mut num: u128 = digits.parse().map_err(|_| "quantity is not a number".to_string())?;
+    let mut num: u128 = digits
+        .parse()
+        .map_err(|_| "quantity is not a number".to_string())?;
     let mut den: u128 = 10u128.pow(frac_part.len() as u32);
     let suffix = &s[i..];
     // (multiplier numerator, multiplier denominator)
@@ -84,7 +86,9 @@ fn parse_exact(s: &str) -> Result<Exact, String> {
             };
             if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 2
             {
-                return Err(format!("unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, …)"));
+                return Err(format!(
+                    "unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, …)"
+                ));
             }
             let e: u32 = digits.parse().map_err(|_| "bad exponent".to_string())?;
             if e > 18 {
@@ -235,8 +239,8 @@ mod tests {
     #[test]
     fn rejects_bad_quantities() {
         for s in [
-            "", " 1", "1 ", "-1", "abc", "1GB", "1gi", "Gi", "1.2.3", "1e", "1e100", "0x10", "1_000",
-            "1,5", "1 Gi", "1e3m",
+            "", " 1", "1 ", "-1", "abc", "1GB", "1gi", "Gi", "1.2.3", "1e", "1e100", "0x10",
+            "1_000", "1,5", "1 Gi", "1e3m",
         ] {
             assert!(parse_bytes(s).is_err(), "{s:?} should be rejected");
             assert!(parse_cpu_millis(s).is_err(), "{s:?} should be rejected");

@@ -50,7 +50,11 @@ pub fn redact(obj: &Value) -> Value {
 
 /// Render `objects` for `start --dry-run`. YAML: one document per object, each opened by `---`.
 /// JSON: a `v1` `List`, pretty-printed. Both end with a newline.
-pub fn render_dry_run(objects: &[Value], format: OutputFormat, redact_secrets: bool) -> Result<String> {
+pub fn render_dry_run(
+    objects: &[Value],
+    format: OutputFormat,
+    redact_secrets: bool,
+) -> Result<String> {
     let objs: Vec<Value> = objects
         .iter()
         .map(|o| if redact_secrets { redact(o) } else { o.clone() })

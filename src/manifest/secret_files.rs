@@ -141,10 +141,14 @@ fn check_destination(raw: &str) -> std::result::Result<String, String> {
         ));
     }
     if dst.len() > 4096 || dst.chars().any(|c| c.is_control()) {
-        return Err(format!("destination {raw:?} is too long or has control characters"));
+        return Err(format!(
+            "destination {raw:?} is too long or has control characters"
+        ));
     }
     if dst.len() > 1 && dst.ends_with('/') {
-        return Err(format!("destination {raw:?} must name a file, not end with '/'"));
+        return Err(format!(
+            "destination {raw:?} must name a file, not end with '/'"
+        ));
     }
     if FORBIDDEN_EXACT.contains(&dst.as_str()) {
         return Err(format!(
@@ -171,10 +175,16 @@ fn check_destination(raw: &str) -> std::result::Result<String, String> {
     Ok(dst)
 }
 
-fn expand_source(raw: &str, base: &Path, local_home: Option<&Path>) -> std::result::Result<PathBuf, String> {
+fn expand_source(
+    raw: &str,
+    base: &Path,
+    local_home: Option<&Path>,
+) -> std::result::Result<PathBuf, String> {
     let p = if raw == "~" || raw.starts_with("~/") {
         let Some(home) = local_home else {
-            return Err(format!("source {raw:?}: cannot expand '~' (HOME is not set)"));
+            return Err(format!(
+                "source {raw:?}: cannot expand '~' (HOME is not set)"
+            ));
         };
         if raw == "~" {
             home.to_path_buf()
@@ -232,7 +242,11 @@ fn key_for(index: usize, dst: &str) -> String {
 
 /// Validate and read every secret file. `base` resolves relative sources (the working directory for
 /// flags, the repository for template entries); `local_home` expands `~`.
-pub fn load(refs: &[SecretFileRef], base: &Path, local_home: Option<&Path>) -> Result<Vec<SecretFile>> {
+pub fn load(
+    refs: &[SecretFileRef],
+    base: &Path,
+    local_home: Option<&Path>,
+) -> Result<Vec<SecretFile>> {
     let mut faults = Vec::new();
     let mut pending: Vec<(String, PathBuf, Vec<u8>)> = Vec::new();
     let mut total: u64 = 0;
@@ -329,7 +343,11 @@ pub fn load(refs: &[SecretFileRef], base: &Path, local_home: Option<&Path>) -> R
             debug_assert!(names::is_config_key(&key));
             SecretFile {
                 source: src,
-                mount: SecretFileMount { key, path: dst, mode },
+                mount: SecretFileMount {
+                    key,
+                    path: dst,
+                    mode,
+                },
                 content: SecretBytes::new(content),
             }
         })
@@ -356,7 +374,12 @@ mod tests {
 
     #[test]
     fn destination_table() {
-        for ok in ["/home/kodama/.ssh/id_rsa", "/etc/app/cfg", "~/.aws/credentials", "/opt/x"] {
+        for ok in [
+            "/home/kodama/.ssh/id_rsa",
+            "/etc/app/cfg",
+            "~/.aws/credentials",
+            "/opt/x",
+        ] {
             assert!(check_destination(ok).is_ok(), "{ok}");
         }
         assert_eq!(
@@ -396,7 +419,10 @@ mod tests {
     fn sensitivity() {
         assert!(looks_sensitive(&["id_ed25519"], b""));
         assert!(!looks_sensitive(&["id_ed25519.pub"], b"ssh-ed25519 AAAA"));
-        assert!(looks_sensitive(&["anything"], b"-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(looks_sensitive(
+            &["anything"],
+            b"-----BEGIN OPENSSH PRIVATE KEY-----"
+        ));
         assert!(looks_sensitive(&["credentials"], b""));
         assert!(!looks_sensitive(&["settings.toml"], b"x = 1"));
     }

@@ -183,7 +183,10 @@ pub fn double_quoted(s: &str) -> String {
 /// A literal block (`|`, `|-`, `|+`) for multi-line text, or None when the text cannot be one
 /// (carriage returns, non-printable characters, a first line starting with a space).
 fn literal_block(s: &str, indent: usize) -> Option<String> {
-    if !s.contains('\n') || s.chars().any(|c| c == '\r' || (c != '\n' && !is_printable(c))) {
+    if !s.contains('\n')
+        || s.chars()
+            .any(|c| c == '\r' || (c != '\n' && !is_printable(c)))
+    {
         return None;
     }
     let first_content = s.lines().find(|l| !l.is_empty())?;
@@ -224,11 +227,62 @@ mod tests {
     #[test]
     fn ambiguous_strings_are_quoted_and_round_trip() {
         let words = [
-            "yes", "No", "on", "OFF", "y", "n", "true", "null", "~", "1", "0o10", "1e3", "1_000",
-            "1:20", "2024-01-01", "-", "-1", ".5", "=", "<redacted>", " lead", "trail ", "", "#x",
-            "a: b", "a #b", "@x", "`x", "%x", "!x", "&x", "*x", "[x", "{x", "|", ">", "?", "'", "\"",
-            "2Gi", "500m", "1.5Gi", "1e3m", "0x1F", "0b101", "1.", "1.2.3Gi", "ghcr.io/x/y:1.2",
-            "x:", "\u{7f}del", "\u{feff}bom", "tab\there", "nvidia.com/gpu", "a\u{85}b", "a\u{2028}b", "☃",
+            "yes",
+            "No",
+            "on",
+            "OFF",
+            "y",
+            "n",
+            "true",
+            "null",
+            "~",
+            "1",
+            "0o10",
+            "1e3",
+            "1_000",
+            "1:20",
+            "2024-01-01",
+            "-",
+            "-1",
+            ".5",
+            "=",
+            "<redacted>",
+            " lead",
+            "trail ",
+            "",
+            "#x",
+            "a: b",
+            "a #b",
+            "@x",
+            "`x",
+            "%x",
+            "!x",
+            "&x",
+            "*x",
+            "[x",
+            "{x",
+            "|",
+            ">",
+            "?",
+            "'",
+            "\"",
+            "2Gi",
+            "500m",
+            "1.5Gi",
+            "1e3m",
+            "0x1F",
+            "0b101",
+            "1.",
+            "1.2.3Gi",
+            "ghcr.io/x/y:1.2",
+            "x:",
+            "\u{7f}del",
+            "\u{feff}bom",
+            "tab\there",
+            "nvidia.com/gpu",
+            "a\u{85}b",
+            "a\u{2028}b",
+            "☃",
         ];
         let v = json!({ "words": words.to_vec(), "keys": { "yes": 1, "1": 2, "a b": 3, "": 4 } });
         roundtrip(&v);
