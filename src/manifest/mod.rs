@@ -26,6 +26,7 @@ pub use editor::EditorConfig;
 pub use objects::{
     build_all, build_claude_home_pvc, build_editor_config_map, build_env_secret,
     build_files_secret, build_pod, build_workspace_pvc, meta_from_annotations, ENV_SIZE_LIMIT,
+    KNOWN_HOSTS_FILE,
 };
 pub use render::{render_dry_run, OutputFormat};
 pub use secret_files::{SecretFile, SecretFileMount, SecretFileRef};
@@ -184,7 +185,8 @@ fn default_ssh_key() -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KnownHosts {
-    /// Trust a host on first use and record it in `~/.ssh/known_hosts` (`StrictHostKeyChecking=accept-new`).
+    /// Trust a host on first use (`StrictHostKeyChecking=accept-new`), recording it on the
+    /// claude-home PVC ([`KNOWN_HOSTS_FILE`]) so the trust survives restarts.
     #[default]
     AcceptNew,
     /// Only hosts listed under the key `known_hosts` of the same Secret (`StrictHostKeyChecking=yes`).

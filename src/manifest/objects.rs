@@ -15,6 +15,9 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
+/// Where ssh records host keys it accepted on first use (on the claude-home PVC).
+pub const KNOWN_HOSTS_FILE: &str = "/home/kodama/.claude/kodama_known_hosts";
+
 /// The API server's limit on the sum of a Secret's (or ConfigMap's) decoded values.
 pub const ENV_SIZE_LIMIT: usize = 1024 * 1024;
 
@@ -93,7 +96,11 @@ fn container_env(spec: &SessionSpec) -> Vec<Value> {
     ];
     if let Some(ssh) = &spec.ssh {
         let checking = match ssh.known_hosts {
-            KnownHosts::AcceptNew => "-o StrictHostKeyChecking=accept-new".to_string(),
+            // Recorded on the claude-home PVC, so trust-on-first-use survives restarts (and the
+            // runtime may have created ~/.ssh read-only for secret-file mounts).
+            KnownHosts::AcceptNew => format!(
+                "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={KNOWN_HOSTS_FILE}"
+            ),
             KnownHosts::Secret => {
                 format!("-o StrictHostKeyChecking=yes -o UserKnownHostsFile={SSH_DIR}/known_hosts")
             }
