@@ -256,7 +256,7 @@ fn total_size_is_limited_to_one_mebibyte() {
     let big = dir.join("big.env");
     let half = "x".repeat(600 * 1024);
     std::fs::write(&big, format!("BIG_A={half}\nBIG_B={half}\n")).expect("write");
-    let err = envfile::load(&[big.clone()], &[], &no_env).expect_err("too big");
+    let err = envfile::load(std::slice::from_ref(&big), &[], &no_env).expect_err("too big");
     let text = err.to_string();
     assert!(text.contains("1 MiB"), "{text}");
     assert!(
