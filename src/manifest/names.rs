@@ -46,6 +46,20 @@ pub fn files_secret(session: &str) -> String {
     format!("kodama-files-{session}")
 }
 
+/// Every object a session may own, as (REST resource plural, name), in deletion order: the pod
+/// first (it uses the rest), then the ConfigMap and Secrets, then the PVCs (which `delete` keeps
+/// unless purging).
+pub fn all_objects(session: &str) -> [(&'static str, String); 6] {
+    [
+        ("pods", pod(session)),
+        ("configmaps", editor_config_map(session)),
+        ("secrets", env_secret(session)),
+        ("secrets", files_secret(session)),
+        ("persistentvolumeclaims", workspace_pvc(session)),
+        ("persistentvolumeclaims", claude_home_pvc(session)),
+    ]
+}
+
 /// Label selector for every object of one session (`kodama.dev/session=<name>` plus managed-by).
 pub fn session_selector(session: &str) -> String {
     format!("{MANAGED_SELECTOR},{LABEL_SESSION}={session}")
@@ -160,6 +174,8 @@ mod tests {
             assert!(is_dns1123_label(&derived), "{derived}");
         }
         assert!(is_label_value(&n));
+        assert_eq!(all_objects("x")[0], ("pods", "kodama-x".to_string()));
+        assert_eq!(all_objects("x").len(), 6);
     }
 
     #[test]
