@@ -53,8 +53,10 @@ pub const CONFIG_DIR: &str = "/home/kodama/.config";
 /// Where the SSH key Secret (`git.secretName`) is mounted.
 pub const SSH_DIR: &str = "/etc/kodama/ssh";
 /// The default main-container command: an idle process that needs only a POSIX shell, stops at once
-/// on SIGTERM, and keeps the container (and so the session) alive between attaches.
-pub const IDLE_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+/// on SIGTERM, ignores SIGINT (a Ctrl-C from `kubectl attach` must not end the session), and keeps
+/// the container (and so the session) alive between attaches.
+pub const IDLE_SCRIPT: &str =
+    "trap 'exit 0' TERM; trap '' INT; while :; do sleep 3600 & wait $!; done";
 /// Grace period on delete: the idle shell exits on TERM right away.
 pub const TERMINATION_GRACE_SECONDS: i64 = 10;
 
