@@ -308,6 +308,7 @@ fn pod_shape() {
         manifest::meta_from_annotations(&objs[0]),
         "the workspace PVC carries the same metadata"
     );
+    assert_eq!(meta, manifest::meta_from_annotations(&objs[1]));
 }
 
 #[test]
@@ -407,6 +408,15 @@ fn stored_spec_rebuilds_the_identical_pod_on_resume() {
     }
     let back: SessionSpec = serde_json::from_str(&stored).expect("load");
     assert_eq!(&build_pod(&back).expect("pod"), pod_of(&objs));
+    // A teammate without the session file finds the same spec on the workspace PVC.
+    let from_cluster = manifest::spec_from_annotations(&objs[0]).expect("spec annotation");
+    assert_eq!(from_cluster, spec);
+    assert_eq!(&build_pod(&from_cluster).expect("pod"), pod_of(&objs));
+    let pvc_text = serde_json::to_string(&objs[0]).expect("json");
+    for v in ENV_VALUES.iter().chain(FILE_VALUES.iter()) {
+        assert!(!pvc_text.contains(v), "{v} in the PVC");
+    }
+    assert!(manifest::spec_from_annotations(&objs[1]).is_none());
 }
 
 #[test]

@@ -25,8 +25,8 @@ pub mod yaml;
 pub use editor::EditorConfig;
 pub use objects::{
     build_all, build_claude_home_pvc, build_editor_config_map, build_env_secret,
-    build_files_secret, build_pod, build_workspace_pvc, meta_from_annotations, ENV_SIZE_LIMIT,
-    KNOWN_HOSTS_FILE,
+    build_files_secret, build_pod, build_workspace_pvc, meta_from_annotations,
+    spec_from_annotations, ENV_SIZE_LIMIT, KNOWN_HOSTS_FILE,
 };
 pub use render::{render_dry_run, OutputFormat};
 pub use secret_files::{SecretFile, SecretFileMount, SecretFileRef};
@@ -71,6 +71,9 @@ pub mod annotations {
     pub const VERSION: &str = "kodama.dev/version";
     pub const IMAGE: &str = "kodama.dev/image";
     pub const AGENT_COMMAND: &str = "kodama.dev/agent-command";
+    /// The whole [`SessionSpec`](super::SessionSpec) as JSON (no secret values), on the workspace
+    /// PVC only.
+    pub const SPEC: &str = "kodama.dev/spec";
     /// kubectl's default container for `exec`/`attach`/`logs`.
     pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 }

@@ -58,6 +58,15 @@ pub fn meta_from_annotations(obj: &Value) -> SessionMeta {
     }
 }
 
+/// The session spec stored on the workspace PVC (with the metadata from the other annotations), or
+/// None when the object has no (or an unreadable) `kodama.dev/spec` annotation.
+pub fn spec_from_annotations(obj: &Value) -> Option<SessionSpec> {
+    let text = obj["metadata"]["annotations"][ann::SPEC].as_str()?;
+    let mut spec: SessionSpec = serde_json::from_str(text).ok()?;
+    spec.meta = meta_from_annotations(obj);
+    Some(spec)
+}
+
 fn metadata(
     spec: &SessionSpec,
     name: String,
@@ -315,7 +324,13 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
     }))
 }
 
-fn pvc(spec: &SessionSpec, name: String, component: &str, size: &str) -> Result<Value> {
+fn pvc(
+    spec: &SessionSpec,
+    name: String,
+    component: &str,
+    size: &str,
+    annotations: BTreeMap<String, String>,
+) -> Result<Value> {
     let bytes = quantity::parse_bytes(size)
         .map_err(|e| Error::msg(format!("invalid size {size:?}: {e}")))?;
     let mut s = json!({
@@ -328,19 +343,32 @@ fn pvc(spec: &SessionSpec, name: String, component: &str, size: &str) -> Result<
     Ok(json!({
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": metadata(spec, name, component, Some(meta_annotations(spec))),
+        "metadata": metadata(spec, name, component, Some(annotations)),
         "spec": s,
     }))
 }
 
-/// The workspace PVC `kodama-workspace-<name>` (mounted at /workspace).
+/// The JSON of `spec` without its metadata (which has annotations of its own), for
+/// [`annotations::SPEC`](super::annotations::SPEC).
+fn spec_json(spec: &SessionSpec) -> Result<String> {
+    let mut bare = spec.clone();
+    bare.meta = SessionMeta::default();
+    serde_json::to_string(&bare).map_err(|e| Error::msg(format!("encoding the session spec: {e}")))
+}
+
+/// The workspace PVC `kodama-workspace-<name>` (mounted at /workspace). Besides the metadata it
+/// carries the whole spec (no secret values) in `kodama.dev/spec`, so a session whose pod is gone
+/// (stopped) can be resumed from the cluster alone: see [`spec_from_annotations`].
 pub fn build_workspace_pvc(spec: &SessionSpec) -> Result<Value> {
     spec.validate()?;
+    let mut a = meta_annotations(spec);
+    a.insert(ann::SPEC.to_string(), spec_json(spec)?);
     pvc(
         spec,
         names::workspace_pvc(&spec.name),
         "workspace",
         &spec.storage.workspace,
+        a,
     )
 }
 
@@ -352,6 +380,7 @@ pub fn build_claude_home_pvc(spec: &SessionSpec) -> Result<Value> {
         names::claude_home_pvc(&spec.name),
         "claude-home",
         &spec.storage.claude_home,
+        meta_annotations(spec),
     )
 }
 
