@@ -293,3 +293,22 @@ fn debug_and_errors_never_show_values() {
     }
     assert!(dbg.contains("PLAIN") && dbg.contains("<redacted>"));
 }
+
+#[test]
+fn non_utf8_and_bom_files() {
+    let dir = std::env::temp_dir().join(format!("kodama-envenc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let bad = dir.join("latin1.env");
+    std::fs::write(&bad, b"OK=1\nNAME=caf\xe9\n").expect("write");
+    let err = envfile::load(std::slice::from_ref(&bad), &[], &no_env).expect_err("not utf-8");
+    assert!(
+        err.to_string().contains("latin1.env:2: not valid UTF-8"),
+        "{err}"
+    );
+    let bom = dir.join("bom.env");
+    std::fs::write(&bom, "\u{feff}FIRST=1\nSECOND=2\n").expect("write");
+    let set = envfile::load(std::slice::from_ref(&bom), &[], &no_env).expect("bom");
+    assert_eq!(set.names(), vec!["FIRST", "SECOND"]);
+    assert_eq!(line_of(&set, "FIRST"), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

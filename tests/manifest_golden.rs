@@ -548,3 +548,19 @@ fn secret_files_expand_home_and_pick_modes() {
     assert!(!format!("{files:?}").contains("hello"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn image_home_keeps_the_images_home_directory() {
+    let (mut spec, _) = minimal();
+    spec.image_home = true;
+    let pod = build_pod(&spec).expect("pod");
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].to_string();
+    assert!(!mounts.contains("\"/home/kodama\""), "{mounts}");
+    assert!(mounts.contains("/home/kodama/.claude"));
+    assert!(pod["spec"]["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .all(|v| v["name"] != "home"));
+    assert!(pss::check_restricted(&pod).is_empty());
+}

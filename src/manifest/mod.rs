@@ -107,6 +107,11 @@ pub struct SessionSpec {
     /// Mount the service-account token (off unless configured).
     #[serde(default)]
     pub automount_token: bool,
+    /// Use the image's own `/home/kodama` instead of a fresh emptyDir. Only for images that ship a
+    /// home writable by uid 1000 with tools installed in it; `~/.claude` and `~/.config` are still
+    /// mounted inside it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub image_home: bool,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -282,6 +287,7 @@ impl SessionSpec {
             ssh: None,
             service_account: None,
             automount_token: false,
+            image_home: false,
             node_selector: BTreeMap::new(),
             tolerations: Vec::new(),
             command: None,
@@ -392,8 +398,16 @@ impl SessionSpec {
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &self.secret_files {
-            if !names::is_config_key(&m.key) || !m.path.starts_with('/') || m.mode > 0o777 {
+            if !names::is_config_key(&m.key) || m.mode > 0o777 {
                 f.push(format!("secret file mount {:?} is malformed", m.path));
+            }
+            match secret_files::check_destination(&m.path) {
+                Ok(p) if p == m.path => {}
+                Ok(_) => f.push(format!(
+                    "secret file destination {:?} is not expanded",
+                    m.path
+                )),
+                Err(e) => f.push(format!("secret file {e}")),
             }
             if !seen.insert(&m.path) {
                 f.push(format!("secret file destination {} is used twice", m.path));
@@ -676,6 +690,26 @@ mod tests {
                 "tolerationSeconds",
             ),
             (|s| s.command = Some(vec![]), "command"),
+            (
+                |s| {
+                    s.secret_files.push(SecretFileMount {
+                        key: "00-x".into(),
+                        path: "/workspace/x".into(),
+                        mode: 0o400,
+                    })
+                },
+                "under /workspace",
+            ),
+            (
+                |s| {
+                    s.secret_files.push(SecretFileMount {
+                        key: "a=b".into(),
+                        path: "/etc/x".into(),
+                        mode: 0o400,
+                    })
+                },
+                "malformed",
+            ),
         ];
         for (edit, needle) in cases {
             let mut s = spec();

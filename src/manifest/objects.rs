@@ -191,8 +191,10 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
     mount("workspace", WORKSPACE_DIR, false, None);
     // A fresh writable home for uid 1000 whatever the image ships (images rarely have a home for
     // that uid); what must survive lives on the PVCs.
-    volumes.insert("home", json!({ "name": "home", "emptyDir": {} }));
-    mount("home", HOME_DIR, false, None);
+    if !spec.image_home {
+        volumes.insert("home", json!({ "name": "home", "emptyDir": {} }));
+        mount("home", HOME_DIR, false, None);
+    }
     volumes.insert(
         "claude-home",
         json!({ "name": "claude-home", "persistentVolumeClaim": { "claimName": names::claude_home_pvc(name) } }),

@@ -128,7 +128,7 @@ const FORBIDDEN_EXACT: [&str; 9] = [
 ];
 
 /// Normalise and check a destination; `Err` is the fault text.
-fn check_destination(raw: &str) -> std::result::Result<String, String> {
+pub(crate) fn check_destination(raw: &str) -> std::result::Result<String, String> {
     let dst = if let Some(rest) = raw.strip_prefix("~/") {
         format!("{}/{rest}", super::HOME_DIR)
     } else {
