@@ -21,10 +21,6 @@
 //!
 //! May import: error, secret.
 
-// The shared `Error` is large (its `Api` variant); until error.rs boxes it, every fn returning
-// `Result` trips this lint. Remove when the shared type shrinks.
-#![allow(clippy::result_large_err)]
-
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use std::collections::BTreeMap;

@@ -9,10 +9,6 @@
 //! May import: error, secret (and std, serde, serde_json, base64). Reading local files is limited to
 //! [`editor::load`] and [`secret_files::load`].
 
-// The shared `Error` is large (its `Api` variant); until error.rs boxes it, every fn returning
-// `Result` trips this lint. Remove when the shared type shrinks.
-#![allow(clippy::result_large_err)]
-
 pub mod editor;
 pub mod names;
 mod objects;
@@ -200,7 +196,7 @@ pub enum KnownHosts {
     #[default]
     AcceptNew,
     /// Only hosts listed under the key `known_hosts` of the same Secret (`StrictHostKeyChecking=yes`).
-    Secret,
+    Strict,
     /// No checking at all (`StrictHostKeyChecking=no`); for throwaway test clusters only.
     Off,
 }
@@ -742,13 +738,13 @@ mod tests {
         s.ssh = Some(SshSpec {
             secret_name: "git-ssh".into(),
             key: "ssh-privatekey".into(),
-            known_hosts: KnownHosts::Secret,
+            known_hosts: KnownHosts::Strict,
         });
         s.resources
             .extra
             .insert("nvidia.com/gpu".into(), "1".into());
         let j = serde_json::to_string(&s).expect("ser");
-        assert!(j.contains("\"knownHosts\":\"secret\""), "{j}");
+        assert!(j.contains("\"knownHosts\":\"strict\""), "{j}");
         let back: SessionSpec = serde_json::from_str(&j).expect("de");
         assert_eq!(back, s);
     }

@@ -110,7 +110,7 @@ fn container_env(spec: &SessionSpec) -> Vec<Value> {
             KnownHosts::AcceptNew => format!(
                 "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={KNOWN_HOSTS_FILE}"
             ),
-            KnownHosts::Secret => {
+            KnownHosts::Strict => {
                 format!("-o StrictHostKeyChecking=yes -o UserKnownHostsFile={SSH_DIR}/known_hosts")
             }
             KnownHosts::Off => {
@@ -226,7 +226,7 @@ pub fn build_pod(spec: &SessionSpec) -> Result<Value> {
 
     if let Some(ssh) = &spec.ssh {
         let mut items = vec![json!({ "key": ssh.key, "path": "identity", "mode": 0o400 })];
-        if ssh.known_hosts == KnownHosts::Secret {
+        if ssh.known_hosts == KnownHosts::Strict {
             items.push(json!({ "key": "known_hosts", "path": "known_hosts", "mode": 0o440 }));
         }
         volumes.insert(
