@@ -388,6 +388,7 @@ pub fn build_claude_home_pvc(spec: &SessionSpec) -> Result<Value> {
 
 /// The editor ConfigMap `kodama-editor-config-<name>`.
 pub fn build_editor_config_map(spec: &SessionSpec, editor: &EditorConfig) -> Result<Value> {
+    spec.validate()?;
     let data: BTreeMap<&str, &str> = editor.data().into_iter().collect();
     let total: usize = data.values().map(|v| v.len()).sum();
     if total > ENV_SIZE_LIMIT {
@@ -425,6 +426,7 @@ fn opaque_secret(
 /// The env Secret `kodama-env-<name>` (injected with envFrom). Keys must be valid Secret keys and
 /// the values must total at most 1 MiB. Error messages name keys, never values.
 pub fn build_env_secret(spec: &SessionSpec, env: &BTreeMap<String, Secret>) -> Result<Value> {
+    spec.validate()?;
     let mut faults = Vec::new();
     let mut total = 0usize;
     let mut data = Map::new();
@@ -457,6 +459,7 @@ pub fn build_env_secret(spec: &SessionSpec, env: &BTreeMap<String, Secret>) -> R
 
 /// The secret-files Secret `kodama-files-<name>`.
 pub fn build_files_secret(spec: &SessionSpec, files: &[super::SecretFile]) -> Result<Value> {
+    spec.validate()?;
     let total: usize = files.iter().map(|f| f.content.len()).sum();
     if total > ENV_SIZE_LIMIT {
         return Err(Error::msg(format!(
