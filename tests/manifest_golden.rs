@@ -564,3 +564,27 @@ fn image_home_keeps_the_images_home_directory() {
         .all(|v| v["name"] != "home"));
     assert!(pss::check_restricted(&pod).is_empty());
 }
+
+#[test]
+fn env_secret_checks_keys_and_size_without_showing_values() {
+    use kodama::secret::Secret;
+    use std::collections::BTreeMap;
+    let (spec, _) = minimal();
+    let big = "v".repeat(700 * 1024);
+    let env = BTreeMap::from([
+        ("A".to_string(), Secret::new(big.clone())),
+        ("B".to_string(), Secret::new(big.clone())),
+        ("bad=key".to_string(), Secret::new("tiny-secret-value")),
+    ]);
+    let err = manifest::build_env_secret(&spec, &env).expect_err("too big");
+    let text = err.to_string();
+    assert!(
+        text.contains("1 MiB") && text.contains("\"bad=key\""),
+        "{text}"
+    );
+    assert!(!text.contains("tiny-secret-value") && !text.contains(&big[..32]));
+    let ok = BTreeMap::from([("TOKEN".to_string(), Secret::new("s3cr3t"))]);
+    let s = manifest::build_env_secret(&spec, &ok).expect("secret");
+    assert_eq!(s["data"]["TOKEN"], "czNjcjN0");
+    assert_eq!(s["type"], "Opaque");
+}
