@@ -138,8 +138,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// The Kubernetes API answered with an error Status.
-    Api(ApiError),
+    /// The Kubernetes API answered with an error Status (boxed: it is the largest variant).
+    Api(Box<ApiError>),
     /// Could not talk to the API server or the pod at all (DNS, TCP, TLS, proxy, WebSocket).
     Transport {
         message: String,
@@ -225,7 +225,7 @@ impl Error {
     /// The API error at the root, if any.
     pub fn api(&self) -> Option<&ApiError> {
         match self.root() {
-            Error::Api(a) => Some(a),
+            Error::Api(a) => Some(a.as_ref()),
             _ => None,
         }
     }
@@ -354,7 +354,7 @@ impl std::error::Error for Error {}
 
 impl From<ApiError> for Error {
     fn from(a: ApiError) -> Error {
-        Error::Api(a)
+        Error::Api(Box::new(a))
     }
 }
 
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn chain_renders_outer_to_inner_with_hint_last() {
-        let e = Error::Api(ApiError {
+        let e = Error::from(ApiError {
             code: 403,
             reason: "Forbidden".into(),
             message: "pods is forbidden".into(),
