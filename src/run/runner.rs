@@ -287,7 +287,13 @@ fn run_alive(dir: &Path, m: &RunMeta) -> bool {
 /// Correct a record that says "running" but whose supervisor is gone (the pod restarted, or the
 /// supervisor was killed): mark it failed on disk and return the corrected meta.
 fn settle(dir: &Path, mut m: RunMeta) -> RunMeta {
-    if m.status == RunStatus::Running && m.pid.is_some() && !run_alive(dir, &m) {
+    // A record without a supervisor pid older than two minutes belongs to a start that died.
+    let orphan = m.pid.is_none()
+        && fs::metadata(dir.join("meta.json"))
+            .and_then(|md| md.modified())
+            .map(|t| t.elapsed().map(|e| e.as_secs() > 120).unwrap_or(false))
+            .unwrap_or(false);
+    if m.status == RunStatus::Running && ((m.pid.is_some() && !run_alive(dir, &m)) || orphan) {
         m.status = RunStatus::Failed;
         m.reason = Some("the run's supervisor is gone (pod restarted or process killed)".into());
         m.ended_at
@@ -461,7 +467,16 @@ pub fn start(o: &StartOpts, stdin: &mut dyn Read) -> Result<String> {
     }
     take_lock(&runs, &id, o.force, Duration::from_secs(o.kill_grace_secs))?;
     let r = create_and_launch(o, &runs, &dir, &id, &prompt, now);
-    if r.is_err() {
+    if let Err(e) = &r {
+        // Never leave a record that claims to be running without a supervisor.
+        if let Ok(mut m) = read_meta(&dir) {
+            if m.status == RunStatus::Running {
+                m.status = RunStatus::Failed;
+                m.reason.get_or_insert_with(|| e.to_string());
+                m.ended_at = Some(super::rfc3339(super::now_secs()));
+                let _ = write_meta(&dir, &m);
+            }
+        }
         remove_current_if(&runs, &id);
     }
     r.map(|()| id)
