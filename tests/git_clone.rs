@@ -616,3 +616,92 @@ fn token_authenticated_http_clone_never_leaks_the_token() {
     assert!(!msg.contains(bad_token) && !shown2.contains(bad_token));
     assert!(listing(&e2.ws).is_empty(), "{:?}", listing(&e2.ws));
 }
+
+#[test]
+fn ssh_clone_uses_the_mounted_key_and_the_known_hosts_policy() {
+    // A stand-in `ssh` first on PATH: records its argv, then runs the remote command locally.
+    let e0 = Env::new(&[]);
+    let bin = e0.root.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin");
+    let args_out = e0.root.join("ssh-args");
+    std::fs::write(
+        bin.join("ssh"),
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" >>\"$SSH_ARGS_OUT\"\nfor last; do :; done\nexec sh -c \"$last\"\n",
+    )
+    .expect("ssh");
+    Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("ssh"))
+        .status()
+        .expect("chmod");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let e = Env::new(&[
+        ("PATH", &path),
+        ("SSH_ARGS_OUT", &args_out.to_string_lossy()),
+    ]);
+    let bare = e.bare("r");
+    let key = e.root.join("key/ssh-privatekey");
+    std::fs::create_dir_all(key.parent().expect("parent")).expect("key dir");
+    std::fs::write(&key, "not a real key").expect("key");
+    let url = format!("git@fakehost:{}", bare.display());
+    let plan = branch::plan("w", "kodama/", true, None, None, T).expect("plan");
+    let mut p = e.params(&url, plan);
+    p.ssh_key = Some(key.to_string_lossy().into());
+    let r = e.clone(&p).expect("ssh clone");
+    assert_eq!(r.base_branch, "main");
+    let args = std::fs::read_to_string(&args_out).expect("ssh args");
+    let kh = e.ws.join(".git/kodama-known-hosts");
+    for want in [
+        "-i".to_string(),
+        key.to_string_lossy().to_string(),
+        "IdentitiesOnly=yes".into(),
+        "BatchMode=yes".into(),
+        "StrictHostKeyChecking=accept-new".into(),
+        format!("UserKnownHostsFile={}", kh.display()),
+        "git@fakehost".into(),
+    ] {
+        assert!(
+            args.lines().any(|l| l == want),
+            "{want} not in ssh argv:\n{args}"
+        );
+    }
+    let cfg = e.sh(&e.ws, "git config core.sshCommand");
+    assert!(cfg.contains("StrictHostKeyChecking=accept-new"), "{cfg}");
+
+    // strict and off change only the policy options.
+    for (policy, shk, file) in [
+        (
+            clone::KnownHosts::Strict,
+            "yes",
+            "/etc/kodama/known_hosts".to_string(),
+        ),
+        (clone::KnownHosts::Off, "no", "/dev/null".to_string()),
+    ] {
+        let e2 = Env::new(&[
+            ("PATH", &path),
+            ("SSH_ARGS_OUT", &args_out.to_string_lossy()),
+        ]);
+        let bare2 = e2.bare("r");
+        let plan = branch::plan("w", "kodama/", true, None, None, T).expect("plan");
+        let mut p2 = e2.params(&format!("git@fakehost:{}", bare2.display()), plan);
+        p2.ssh_key = Some(key.to_string_lossy().into());
+        p2.known_hosts = policy;
+        if policy == clone::KnownHosts::Strict {
+            p2.known_hosts_file = Some(file.clone());
+        }
+        e2.clone(&p2).expect("clone");
+        let cfg = e2.sh(&e2.ws, "git config core.sshCommand");
+        assert!(
+            cfg.contains(&format!("StrictHostKeyChecking={shk}")),
+            "{cfg}"
+        );
+        assert!(
+            cfg.contains(&format!("UserKnownHostsFile='{file}'")),
+            "{cfg}"
+        );
+    }
+}
