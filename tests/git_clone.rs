@@ -283,6 +283,24 @@ fn dot_uses_the_local_branch_as_base_and_diff_and_push_work() {
          echo changed >> README.md && echo u > untracked.txt",
     );
     let status_before = e.sh(&e.ws, "git status --porcelain");
+    let st = e
+        .remote
+        .run(&clone::status_argv(&e.ws.to_string_lossy()), b"")
+        .expect("status");
+    let st = clone::parse_status(&st.stdout_str()).expect("a repository");
+    assert_eq!(st.branch, "kodama/w-20250115143000");
+    assert_eq!(st.base_branch, "develop");
+    assert_eq!(st.subject, "c");
+    assert_eq!(st.changed_files, 3);
+    assert_eq!(st.uncommitted_files, 2);
+    let none = e
+        .remote
+        .run(
+            &clone::status_argv(&e.root.join("home").to_string_lossy()),
+            b"",
+        )
+        .expect("status");
+    assert_eq!(clone::parse_status(&none.stdout_str()), None);
     let out = e
         .remote
         .run(

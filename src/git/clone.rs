@@ -348,6 +348,73 @@ pub fn push_argv(dest: &str, branch: Option<&str>) -> Result<Vec<String>> {
     ])
 }
 
+const STATUS_SH: &str = r#"cd "$1" 2>/dev/null || exit 0
+git rev-parse --git-dir >/dev/null 2>&1 || exit 0
+r() { printf 'KODAMA_RESULT %s=%s\n' "$1" "$2"; }
+r branch "$(git symbolic-ref --short -q HEAD || echo HEAD)"
+r commit "$(git rev-parse -q --verify HEAD)"
+r subject "$(git log -1 --format=%s 2>/dev/null | tr -d '\r')"
+r baseBranch "$(git config --get kodama.baseBranch)"
+base=$(git config --get kodama.baseCommit) || base=
+[ -n "$base" ] || base=$(git rev-parse -q --verify HEAD) || base=$(git hash-object -t tree /dev/null)
+gd=$(git rev-parse --absolute-git-dir) || exit 1
+idx=$gd/kodama-status-index.$$
+trap 'rm -f "$idx"' EXIT
+if [ -f "$gd/index" ]; then cp "$gd/index" "$idx" || exit 1; fi
+GIT_INDEX_FILE=$idx git add -A -- . 2>/dev/null
+r changedFiles "$(GIT_INDEX_FILE=$idx git diff --cached --name-only "$base" -- | wc -l | tr -d ' ')"
+r uncommittedFiles "$(git status --porcelain 2>/dev/null | wc -l | tr -d ' ')""#;
+
+/// The workspace's git state for `kubectl kodama status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkspaceStatus {
+    pub branch: String,
+    /// HEAD commit hash (empty in a repository without commits).
+    pub commit: String,
+    /// HEAD's subject line.
+    pub subject: String,
+    pub base_branch: String,
+    /// Files that differ from the base commit, committed or not, untracked included.
+    pub changed_files: u64,
+    /// Files with uncommitted changes (git status --porcelain).
+    pub uncommitted_files: u64,
+}
+
+/// argv printing the workspace's git state; prints nothing (exit 0) when it is not a repository.
+pub fn status_argv(dest: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        STATUS_SH.into(),
+        "kodama-status".into(),
+        dest.into(),
+    ]
+}
+
+/// Parse [`status_argv`]'s output; `None` when the workspace holds no repository.
+pub fn parse_status(stdout: &str) -> Option<WorkspaceStatus> {
+    let get = |k: &str| -> Option<String> {
+        stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("KODAMA_RESULT "))
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let branch = get("branch")?;
+    Some(WorkspaceStatus {
+        branch,
+        commit: get("commit").unwrap_or_default(),
+        subject: get("subject").unwrap_or_default(),
+        base_branch: get("baseBranch").unwrap_or_default(),
+        changed_files: get("changedFiles")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        uncommitted_files: get("uncommittedFiles")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+    })
+}
+
 /// Check the clone parameters against the repository kind and return warnings (not errors) the
 /// caller should show, e.g. an ssh URL without a key.
 pub fn clone_warnings(p: &CloneParams, token_available: bool) -> Vec<String> {
