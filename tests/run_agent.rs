@@ -328,11 +328,12 @@ fn an_empty_prompt_or_missing_agent_is_a_clear_error() {
     assert_eq!(pod.wait_done(&access, &id).1.status, RunStatus::Succeeded);
 }
 
-/// A Remote whose first `drops` exec streams fail after `after` bytes of stdout.
+/// A Remote whose follow streams fail after the next limit in `drops` (bytes of stdout each), until
+/// the list is used up (`forever` keeps failing).
 struct Flaky {
     inner: LocalRemote,
-    drops: Mutex<usize>,
-    after: usize,
+    drops: Mutex<Vec<usize>>,
+    forever: bool,
     execs: AtomicUsize,
 }
 
@@ -368,11 +369,14 @@ impl Remote for Flaky {
         let mut p = self.inner.exec(argv)?;
         let mut d = self.drops.lock().expect("lock");
         let is_follow = argv.iter().any(|a| a == "follow" || a.contains("tail -c"));
-        let limit = if *d > 0 && is_follow {
-            *d -= 1;
-            Some(self.after)
-        } else {
+        let limit = if !is_follow {
             None
+        } else if self.forever {
+            Some(0)
+        } else if d.is_empty() {
+            None
+        } else {
+            Some(d.remove(0))
         };
         let out = p.take_stdout();
         Ok(Box::new(FlakyProc {
@@ -416,9 +420,9 @@ fn follow_resumes_after_dropped_connections_without_repeating_or_losing_lines() 
         let pod = Pod::new(&[("FAKE_CLAUDE_SLEEP", "0.05")]);
         let flaky = Flaky {
             inner: pod.remote.clone(),
-            drops: Mutex::new(3),
-            // Mid-line of the first (long) line, each time.
-            after: 150,
+            // Mid-line each time: within line 1, then within lines 2, 4 and 7 after resuming.
+            drops: Mutex::new(vec![150, 700, 1200, 1600]),
+            forever: false,
             execs: AtomicUsize::new(0),
         };
         let id = records::start_run(&pod.remote, &access, &pod.req(), b"go").expect("start");
@@ -435,7 +439,11 @@ fn follow_resumes_after_dropped_connections_without_repeating_or_losing_lines() 
         let want = std::fs::read(fixture("basic.jsonl")).expect("fixture");
         assert_eq!(lines.concat(), want, "{access:?}");
         assert_eq!(end, want.len() as u64);
-        assert!(flaky.execs.load(Ordering::SeqCst) >= 4, "{access:?}");
+        assert!(flaky.execs.load(Ordering::SeqCst) >= 5, "{access:?}");
+        assert!(
+            flaky.drops.lock().expect("lock").is_empty(),
+            "every drop was injected"
+        );
         assert!(lines.iter().all(|l| l.ends_with(b"\n")));
     }
 }
@@ -447,8 +455,8 @@ fn a_connection_that_never_comes_back_is_a_clear_error() {
     let id = records::start_run(&pod.remote, &access, &pod.req(), b"go").expect("start");
     let flaky = Flaky {
         inner: pod.remote.clone(),
-        drops: Mutex::new(usize::MAX),
-        after: 0,
+        drops: Mutex::new(vec![]),
+        forever: true,
         execs: AtomicUsize::new(0),
     };
     let opts = FollowOpts {
