@@ -218,9 +218,13 @@ pub fn start_run(
     let argv = start_argv(access, req)?;
     let out = remote.run(&argv, prompt)?;
     if out.code != 0 {
-        let msg = super::transcript::sanitize(&out.stderr_str());
-        let msg = msg
-            .trim()
+        let all = super::transcript::sanitize(&out.stderr_str());
+        // The remote's own hint line (if any) is replaced by ours below.
+        let msg = all
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("hint:") && !l.starts_with("nohup:"))
+            .unwrap_or("the launcher failed without a message")
             .trim_start_matches("kubectl-kodama: error: ")
             .trim_start_matches("kodama: ");
         return Err(if out.code == 3 || msg.contains("still active") {
@@ -229,7 +233,10 @@ pub fn start_run(
                 "wait for the active run (kubectl kodama logs -f), or pass --force to stop it",
             )
         } else {
-            Error::msg(format!("starting the agent: {msg}"))
+            match all.lines().find_map(|l| l.trim().strip_prefix("hint:")) {
+                Some(h) => Error::with_hint(format!("starting the agent: {msg}"), h.trim()),
+                None => Error::msg(format!("starting the agent: {msg}")),
+            }
         });
     }
     let id = out
