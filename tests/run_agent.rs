@@ -189,6 +189,32 @@ fn prompt_arrives_byte_identical_and_the_run_succeeds_with_its_result() {
     assert!(rendered.contains("→ Bash ls -la"));
     assert!(rendered.contains("← Read error\n  File does not exist."));
     assert!(rendered.contains("[result] success · 3 turns · 8.1s · $0.0421"));
+    let mut shown = Vec::new();
+    let m = records::logs(
+        &pod.remote,
+        &access,
+        &pod.home(),
+        None,
+        false,
+        false,
+        &mut shown,
+    )
+    .expect("logs");
+    assert_eq!(m.id, id);
+    let shown = String::from_utf8(shown).expect("utf8");
+    assert_eq!(shown, rendered);
+    let mut raw = Vec::new();
+    records::logs(
+        &pod.remote,
+        &access,
+        &pod.home(),
+        Some(&id),
+        true,
+        true,
+        &mut raw,
+    )
+    .expect("logs -f --raw");
+    assert_eq!(raw, std::fs::read(fixture("basic.jsonl")).expect("fixture"));
     // list and the AGENT column.
     let all = records::list_runs(&pod.remote, &access, &pod.home()).expect("list");
     assert_eq!(all.len(), 1);

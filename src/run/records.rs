@@ -557,6 +557,57 @@ fn follow_round(
     }
 }
 
+/// What `kubectl kodama logs` does: resolve the run (`run`, else the current, else the last one),
+/// then print its transcript rendered (or raw, sanitised) to `out`; with `follow`, keep printing
+/// until the run ends, resuming across dropped connections. Returns the run's final record.
+pub fn logs(
+    remote: &dyn Remote,
+    access: &Access,
+    home: &str,
+    run: Option<&str>,
+    follow_run: bool,
+    raw: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<RunMeta> {
+    let meta = run_status(remote, access, home, run)?.ok_or_else(|| {
+        Error::with_hint(
+            "this session has no agent run yet",
+            "start one with kubectl kodama prompt NAME -p TEXT",
+        )
+    })?;
+    let mut renderer = super::transcript::Renderer::new(Default::default());
+    let mut emit = |line: &[u8]| -> Result<()> {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        let text = if raw {
+            let mut t = super::transcript::sanitize_bytes(body);
+            t.push('\n');
+            t
+        } else {
+            renderer.render(body)
+        };
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("<stdout>", e))
+    };
+    if follow_run {
+        follow(
+            remote,
+            access,
+            home,
+            &meta.id,
+            0,
+            &FollowOpts::default(),
+            &mut emit,
+        )?;
+        return Ok(run_status(remote, access, home, Some(&meta.id))?.unwrap_or(meta));
+    }
+    let data = read_transcript(remote, home, &meta.id)?;
+    for line in data.split_inclusive(|b| *b == b'\n') {
+        emit(line)?;
+    }
+    Ok(meta)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
