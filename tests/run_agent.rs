@@ -538,3 +538,52 @@ fn sh_fallback_launcher_has_the_same_layout_and_behaviour() {
         Some("watchdog: no output for 1s; stopped")
     );
 }
+
+#[test]
+fn a_run_left_running_by_a_dead_supervisor_is_settled_and_does_not_block() {
+    let pod = Pod::new(&[]);
+    let access = Pod::bin();
+    // What a pod restart leaves behind: a "running" record whose supervisor no longer exists.
+    let mut dead = std::process::Command::new("true").spawn().expect("spawn");
+    let dead_pid = dead.id();
+    dead.wait().expect("wait");
+    let runs = pod.home.join("kodama/runs");
+    let dir = runs.join("20250101-000000-dead");
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("transcript.jsonl"), b"").expect("t");
+    let stale: RunMeta = serde_json::from_value(serde_json::json!({
+        "id": "20250101-000000-dead", "startedAt": "2025-01-01T00:00:00Z", "status": "running",
+        "pid": dead_pid, "agentPid": dead_pid
+    }))
+    .expect("meta");
+    kodama::run::runner::write_meta(&dir, &stale).expect("write");
+    std::fs::write(runs.join("current"), "20250101-000000-dead\n").expect("lock");
+
+    let id = records::start_run(&pod.remote, &access, &pod.req(), b"x").expect("not blocked");
+    let old = records::run_status(
+        &pod.remote,
+        &access,
+        &pod.home(),
+        Some("20250101-000000-dead"),
+    )
+    .expect("status")
+    .expect("run");
+    assert_eq!(old.status, RunStatus::Failed);
+    assert!(old.reason.expect("reason").contains("supervisor is gone"));
+    assert_eq!(pod.wait_done(&access, &id).1.status, RunStatus::Succeeded);
+
+    // An empty lock file (a start that crashed mid-write) older than a minute is stale too.
+    std::fs::write(runs.join("current"), b"").expect("empty lock");
+    let e = records::start_run(&pod.remote, &access, &pod.req(), b"x").expect_err("young lock");
+    assert!(e.to_string().contains("still active"), "{e}");
+    let old_time = std::time::SystemTime::now() - Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(runs.join("current"))
+        .expect("open")
+        .set_modified(old_time)
+        .expect("mtime");
+    let id =
+        records::start_run(&pod.remote, &access, &pod.req(), b"x").expect("stale lock removed");
+    assert_eq!(pod.wait_done(&access, &id).1.status, RunStatus::Succeeded);
+}

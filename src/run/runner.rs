@@ -321,9 +321,19 @@ pub fn result_from_transcript(p: &Path) -> Option<RunResult> {
 /// The id of the active run, with stale locks removed.
 fn active_run(runs: &Path) -> Option<(String, RunMeta)> {
     let cur = runs.join("current");
-    let id = read_id_file(&cur)?;
+    if !cur.exists() {
+        return None;
+    }
+    // An unreadable or empty lock (a start that crashed between creating and writing it) is
+    // handled like a lock without a record: stale after a minute.
+    let id = read_id_file(&cur).unwrap_or_default();
     let dir = runs.join(&id);
-    match read_meta(&dir) {
+    let meta = if id.is_empty() {
+        Err(Error::msg("no id in the lock"))
+    } else {
+        read_meta(&dir)
+    };
+    match meta {
         Ok(m) => {
             let m = settle(&dir, m);
             if m.status == RunStatus::Running {
@@ -339,7 +349,11 @@ fn active_run(runs: &Path) -> Option<(String, RunMeta)> {
                 .map(|t| t.elapsed().map(|e| e.as_secs() > 60).unwrap_or(false))
                 .unwrap_or(true);
             if old {
-                remove_current_if(runs, &id);
+                if id.is_empty() {
+                    let _ = fs::remove_file(&cur);
+                } else {
+                    remove_current_if(runs, &id);
+                }
                 None
             } else {
                 Some((id.clone(), placeholder_meta(&id)))
