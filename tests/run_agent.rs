@@ -587,3 +587,21 @@ fn a_run_left_running_by_a_dead_supervisor_is_settled_and_does_not_block() {
         records::start_run(&pod.remote, &access, &pod.req(), b"x").expect("stale lock removed");
     assert_eq!(pod.wait_done(&access, &id).1.status, RunStatus::Succeeded);
 }
+
+#[test]
+fn stop_ends_the_active_run_and_records_why() {
+    let pod = Pod::new(&[("FAKE_CLAUDE_MODE", "silent")]);
+    let access = Pod::bin();
+    let id = records::start_run(&pod.remote, &access, &pod.req(), b"x").expect("start");
+    records::stop_run(&pod.remote, &access, &pod.home(), None).expect("stop");
+    let m = records::run_status(&pod.remote, &access, &pod.home(), Some(&id))
+        .expect("status")
+        .expect("run");
+    assert_eq!(m.status, RunStatus::Failed);
+    assert_eq!(m.reason.as_deref(), Some("stopped by the user"));
+    assert_agent_gone(&m);
+    assert!(records::stop_run(&pod.remote, &Access::Shell, &pod.home(), None).is_err());
+    // The session is free again right away.
+    let next = records::start_run(&pod.remote, &access, &pod.req(), b"y").expect("next run");
+    records::stop_run(&pod.remote, &access, &pod.home(), Some(&next)).expect("stop next");
+}
