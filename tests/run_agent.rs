@@ -507,6 +507,7 @@ fn sh_fallback_launcher_has_the_same_layout_and_behaviour() {
     );
     assert_eq!(m.status, RunStatus::Succeeded, "{m:?}");
     assert_eq!(m.launcher, "sh");
+    assert_eq!(m.result.as_ref().and_then(|r| r.cost), Some(0.0421));
     assert_eq!(m.exit_code, Some(0));
     assert_eq!(
         lines.concat(),

@@ -346,18 +346,38 @@ pub fn run_status(
         }
         Access::Shell => {
             let all = list_runs(remote, access, home)?;
-            if let Some(id) = id {
-                return match all.into_iter().find(|m| m.id == id) {
-                    Some(m) => Ok(Some(m)),
-                    None => Err(Error::msg(format!("no run {id} in this session"))),
-                };
+            let found = match id {
+                Some(id) => match all.into_iter().find(|m| m.id == id) {
+                    Some(m) => Some(m),
+                    None => return Err(Error::msg(format!("no run {id} in this session"))),
+                },
+                None => {
+                    let current = all
+                        .iter()
+                        .rev()
+                        .find(|m| m.status == RunStatus::Running)
+                        .cloned();
+                    current.or_else(|| all.last().cloned())
+                }
+            };
+            // The sh launcher does not parse JSON: take the result from the transcript here.
+            match found {
+                Some(mut m) if m.result.is_none() && m.status != RunStatus::Running => {
+                    let t = read_transcript(remote, home, &m.id)?;
+                    m.result = t
+                        .split(|b| *b == b'\n')
+                        .filter_map(super::RunResult::from_event)
+                        .next_back();
+                    if m.status == RunStatus::Succeeded
+                        && m.result.as_ref().is_some_and(|r| r.is_error)
+                    {
+                        m.status = RunStatus::Failed;
+                        m.reason = Some("the agent reported an error in its result".into());
+                    }
+                    Ok(Some(m))
+                }
+                other => Ok(other),
             }
-            let current = all
-                .iter()
-                .rev()
-                .find(|m| m.status == RunStatus::Running)
-                .cloned();
-            Ok(current.or_else(|| all.last().cloned()))
         }
     }
 }
