@@ -2,3 +2,8 @@
 //! TLS, REST with typed API errors, watch, and exec/attach/port-forward over WebSocket.
 //!
 //! May import: error, secret, remote, term. Never session, sync, agent or cli.
+
+pub mod kubeconfig;
+
+// The streaming modules are written on the `kubestream` branch, which adds these lines itself:
+// pub mod ws; pub mod exec; pub mod attach; pub mod logs; pub mod portforward;
