@@ -147,6 +147,9 @@ pub enum Error {
     Message { message: String, hint: Option<String> },
     /// An error with a sentence of context in front of it ("starting session \"x\"").
     Context { context: String, source: Box<Error> },
+    /// An error (usually `Api`) with a call-site specific next step that replaces the source's own hint.
+    /// Transparent for `root()`, `api()` and `exit_code()`; added by kube/status.rs.
+    Hinted { hint: String, source: Box<Error> },
 }
 
 impl Error {
@@ -200,10 +203,18 @@ impl Error {
         }
     }
 
-    /// The innermost error (below every `Context`).
+    /// Attach a next step that wins over the hints of everything below it.
+    pub fn hinted(self, hint: impl Into<String>) -> Error {
+        Error::Hinted {
+            hint: hint.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error (below every `Context` and `Hinted`).
     pub fn root(&self) -> &Error {
         let mut e = self;
-        while let Error::Context { source, .. } = e {
+        while let Error::Context { source, .. } | Error::Hinted { source, .. } = e {
             e = source;
         }
         e
@@ -242,6 +253,9 @@ impl Error {
         let mut e = self;
         let mut found = None;
         loop {
+            if let Error::Hinted { hint, .. } = e {
+                return Some(hint.clone());
+            }
             let h = match e {
                 Error::Usage { hint, .. }
                 | Error::File { hint, .. }
@@ -255,7 +269,7 @@ impl Error {
                 found = h;
             }
             match e {
-                Error::Context { source, .. } => e = source,
+                Error::Context { source, .. } | Error::Hinted { source, .. } => e = source,
                 _ => return found,
             }
         }
@@ -333,6 +347,7 @@ impl fmt::Display for Error {
             Error::Interrupted => write!(f, "interrupted"),
             Error::Message { message, .. } => write!(f, "{message}"),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
+            Error::Hinted { source, .. } => write!(f, "{source}"),
         }
     }
 }

@@ -3,7 +3,11 @@
 //!
 //! May import: error, secret, remote, term. Never session, sync, agent or cli.
 
+pub mod auth;
 pub mod kubeconfig;
+pub mod load;
+pub mod proxy;
+pub mod tls;
 
 // The streaming modules are written on the `kubestream` branch, which adds these lines itself:
 // pub mod ws; pub mod exec; pub mod attach; pub mod logs; pub mod portforward;
