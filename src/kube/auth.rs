@@ -77,7 +77,10 @@ impl AuthConfig {
         }
         let chain = match (&u.client_certificate_data, &u.client_certificate) {
             (Some(d), _) => Some((d.clone(), "client-certificate-data".to_string())),
-            (None, Some(p)) => Some((read_pem_file(p, "client certificate")?, p.display().to_string())),
+            (None, Some(p)) => Some((
+                read_pem_file(p, "client certificate")?,
+                p.display().to_string(),
+            )),
             (None, None) => None,
         };
         let key = match (&u.client_key_data, &u.client_key) {
@@ -105,7 +108,9 @@ impl AuthConfig {
             }
         };
         let imp = &u.impersonate;
-        if imp.user.is_none() && (imp.uid.is_some() || !imp.groups.is_empty() || !imp.extra.is_empty()) {
+        if imp.user.is_none()
+            && (imp.uid.is_some() || !imp.groups.is_empty() || !imp.extra.is_empty())
+        {
             return Err(Error::with_hint(
                 format!("user {user_name:?} sets as-uid/as-groups/as-user-extra without as"),
                 "set `as` to the user to impersonate",
@@ -339,7 +344,10 @@ pub fn impersonation_headers(i: &Impersonation) -> Vec<(String, String)> {
     }
     for (k, vs) in &i.extra {
         for v in vs {
-            h.push((format!("Impersonate-Extra-{}", escape_extra_key(k)), v.clone()));
+            h.push((
+                format!("Impersonate-Extra-{}", escape_extra_key(k)),
+                v.clone(),
+            ));
         }
     }
     h
@@ -359,7 +367,11 @@ fn escape_extra_key(k: &str) -> String {
 }
 
 /// The `KUBERNETES_EXEC_INFO` value.
-pub fn exec_info(api_version: &str, interactive: bool, cluster: Option<&serde_json::Value>) -> String {
+pub fn exec_info(
+    api_version: &str,
+    interactive: bool,
+    cluster: Option<&serde_json::Value>,
+) -> String {
     let mut spec = serde_json::json!({ "interactive": interactive });
     if let Some(c) = cluster {
         spec["cluster"] = c.clone();
@@ -481,7 +493,11 @@ struct RawExecStatus {
 }
 
 /// Parses and checks an `ExecCredential` printed by a plugin.
-pub fn parse_exec_credential(out: &[u8], api_version: &str, command: &str) -> Result<ExecCredential> {
+pub fn parse_exec_credential(
+    out: &[u8],
+    api_version: &str,
+    command: &str,
+) -> Result<ExecCredential> {
     let fail = |what: String| {
         Error::with_hint(
             format!("exec credential plugin {command:?} printed {what}"),
@@ -491,7 +507,10 @@ pub fn parse_exec_credential(out: &[u8], api_version: &str, command: &str) -> Re
     let raw: RawExecCredential = serde_json::from_slice(out)
         .map_err(|e| fail(format!("something that is not an ExecCredential ({e})")))?;
     if raw.kind.as_deref() != Some("ExecCredential") {
-        return Err(fail(format!("kind {:?}, not ExecCredential", raw.kind.unwrap_or_default())));
+        return Err(fail(format!(
+            "kind {:?}, not ExecCredential",
+            raw.kind.unwrap_or_default()
+        )));
     }
     let got = raw.api_version.unwrap_or_default();
     if got != api_version {
@@ -503,7 +522,8 @@ pub fn parse_exec_credential(out: &[u8], api_version: &str, command: &str) -> Re
     let expires = match st.expiration_timestamp.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(ts) => Some(
-            parse_rfc3339(ts).ok_or_else(|| fail(format!("an invalid expirationTimestamp {ts:?}")))?,
+            parse_rfc3339(ts)
+                .ok_or_else(|| fail(format!("an invalid expirationTimestamp {ts:?}")))?,
         ),
     };
     let token = st.token.filter(|t| !t.is_empty());
@@ -603,9 +623,8 @@ mod tests {
             ("yesterday", None),
         ];
         for &(s, want) in cases {
-            let got = parse_rfc3339(s).map(|t| {
-                t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs()
-            });
+            let got = parse_rfc3339(s)
+                .map(|t| t.duration_since(UNIX_EPOCH).expect("after epoch").as_secs());
             assert_eq!(got, want, "{s}");
         }
     }
@@ -621,7 +640,10 @@ mod tests {
 
         let ok_cert = br#"{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1","status":{"clientCertificateData":"CERT","clientKeyData":"KEY"}}"#;
         let c = parse_exec_credential(ok_cert, V1, "p").expect("ok");
-        assert_eq!(c.client_cert.as_ref().map(|c| c.chain_pem.clone()), Some(b"CERT".to_vec()));
+        assert_eq!(
+            c.client_cert.as_ref().map(|c| c.chain_pem.clone()),
+            Some(b"CERT".to_vec())
+        );
         assert_eq!(c.expires, None);
 
         let bad: &[(&[u8], &str)] = &[
@@ -651,7 +673,12 @@ mod tests {
         };
         assert!(c(3600).fresh_at(now));
         assert!(!c(59).fresh_at(now), "inside the 60 s margin → refresh");
-        assert!(ExecCredential { token: None, client_cert: None, expires: None }.fresh_at(now));
+        assert!(ExecCredential {
+            token: None,
+            client_cert: None,
+            expires: None
+        }
+        .fresh_at(now));
     }
 
     #[test]
@@ -661,7 +688,10 @@ mod tests {
             r#"{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","spec":{"interactive":false}}"#
         );
         let with = exec_info(V1, true, Some(&serde_json::json!({"server": "https://k"})));
-        assert!(with.contains(r#""cluster":{"server":"https://k"}"#), "{with}");
+        assert!(
+            with.contains(r#""cluster":{"server":"https://k"}"#),
+            "{with}"
+        );
     }
 
     #[test]
@@ -672,7 +702,8 @@ mod tests {
             groups: vec!["dev".into(), "ops".into()],
             ..Default::default()
         };
-        i.extra.insert("scopes.example/x y".into(), vec!["a".into(), "b".into()]);
+        i.extra
+            .insert("scopes.example/x y".into(), vec!["a".into(), "b".into()]);
         let h = impersonation_headers(&i);
         let want: Vec<(String, String)> = [
             ("Impersonate-User", "alice"),
@@ -730,7 +761,10 @@ mod tests {
         let a = Authenticator::new(AuthConfig::from_user("me", &u).expect("ok"), None);
         let c = a.credentials().expect("creds");
         // base64("bob:pw")
-        assert_eq!(c.authorization.as_ref().map(Secret::expose), Some("Basic Ym9iOnB3"));
+        assert_eq!(
+            c.authorization.as_ref().map(Secret::expose),
+            Some("Basic Ym9iOnB3")
+        );
         assert!(!a.can_refresh());
         assert!(!format!("{c:?}").contains("Ym9i"));
     }
@@ -745,7 +779,14 @@ mod tests {
         u.token = Some(Secret::new("static"));
         u.token_file = Some(f.clone());
         let a = Authenticator::new(AuthConfig::from_user("me", &u).expect("ok"), None);
-        let get = || a.credentials().expect("c").authorization.expect("auth").expose().to_string();
+        let get = || {
+            a.credentials()
+                .expect("c")
+                .authorization
+                .expect("auth")
+                .expose()
+                .to_string()
+        };
         assert_eq!(get(), "Bearer first");
         std::fs::write(&f, "second").expect("write");
         assert_eq!(get(), "Bearer first", "cached within the period");
@@ -770,8 +811,15 @@ mod tests {
         });
         let a = Authenticator::new(AuthConfig::from_user("me", &u).expect("ok"), None);
         let e = a.credentials().expect_err("missing");
-        assert!(e.to_string().contains("\"kodama-no-such-plugin\" was not found"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"kodama-no-such-plugin\" was not found"),
+            "{e}"
+        );
         let r = e.render();
-        assert!(r.contains("brew install kodama-plugin?[31m"), "sanitized hint: {r}");
+        assert!(
+            r.contains("brew install kodama-plugin?[31m"),
+            "sanitized hint: {r}"
+        );
     }
 }

@@ -274,7 +274,9 @@ struct RawContext {
 
 /// Accepts a YAML 1.1 boolean (`true`, `yes`, `on`, `y`, and their negatives, any case), as kubectl's
 /// YAML reader does, as well as a real boolean or null.
-fn yaml11_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<bool>, D::Error> {
+fn yaml11_bool<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<bool>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum B {
@@ -299,9 +301,8 @@ fn yaml11_bool<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Op
 
 /// Reads and parses one kubeconfig file. Relative paths are resolved against its directory.
 pub fn parse_file(path: &Path) -> Result<Config> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        Error::file(path, None, format!("cannot read kubeconfig: {e}"))
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::file(path, None, format!("cannot read kubeconfig: {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::file(path, None, "kubeconfig is not valid UTF-8"))?;
     let abs = absolute(path);
@@ -333,9 +334,8 @@ pub fn parse_str(text: &str, path: &Path) -> Result<Config> {
     } else {
         let parsed: Option<RawFile> = yaml_serde::from_str(text).map_err(|e| {
             let line = e.location().map(|l| l.line());
-            Error::file(path, line, format!("not a valid kubeconfig: {e}")).with_file_hint(
-                "fix the file, or point KUBECONFIG / --kubeconfig at a working one",
-            )
+            Error::file(path, line, format!("not a valid kubeconfig: {e}"))
+                .with_file_hint("fix the file, or point KUBECONFIG / --kubeconfig at a working one")
         })?;
         parsed.unwrap_or_default()
     };
@@ -475,7 +475,9 @@ fn resolve_cluster(c: RawCluster, dir: &Path) -> std::result::Result<Cluster, St
 fn resolve_user(u: RawUser, dir: &Path) -> std::result::Result<User, String> {
     let key_data = match u.client_key_data {
         Some(s) => decode_data(Some(s.expose()), "client-key-data")?
-            .map(|b| String::from_utf8(b).map_err(|_| "client-key-data is not PEM text".to_string()))
+            .map(|b| {
+                String::from_utf8(b).map_err(|_| "client-key-data is not PEM text".to_string())
+            })
             .transpose()?
             .map(Secret::new),
         None => None,
@@ -533,7 +535,10 @@ fn resolve_exec(e: RawExec, dir: &Path) -> std::result::Result<ExecConfig, Strin
             )
         }
     };
-    if !matches!(interactive_mode.as_str(), "Never" | "IfAvailable" | "Always") {
+    if !matches!(
+        interactive_mode.as_str(),
+        "Never" | "IfAvailable" | "Always"
+    ) {
         return Err(format!(
             "exec.interactiveMode {interactive_mode:?} is not one of Never, IfAvailable, Always"
         ));
@@ -732,7 +737,10 @@ mod tests {
         let cl = &c.clusters[0].value;
         assert!(cl.insecure_skip_tls_verify, "yes → true");
         assert!(!cl.disable_compression, "off → false");
-        assert_eq!(cl.certificate_authority_data.as_deref(), Some(&b"hello"[..]));
+        assert_eq!(
+            cl.certificate_authority_data.as_deref(),
+            Some(&b"hello"[..])
+        );
         assert!(c.users.is_empty(), "users: null is an empty list");
         assert_eq!(c.contexts[0].value.namespace.as_deref(), Some("team-a"));
     }
@@ -767,7 +775,10 @@ mod tests {
             Some(PathBuf::from("/home/me/.kube/ca.crt"))
         );
         let u = &c.users[0].value;
-        assert_eq!(u.client_certificate, Some(PathBuf::from("/home/me/.kube/certs/u.crt")));
+        assert_eq!(
+            u.client_certificate,
+            Some(PathBuf::from("/home/me/.kube/certs/u.crt"))
+        );
         assert_eq!(u.client_key, Some(PathBuf::from("/abs/u.key")));
         assert_eq!(u.token_file, Some(PathBuf::from("/home/me/.kube/tok")));
         let e = u.exec.as_ref().expect("exec");
@@ -820,18 +831,30 @@ mod tests {
         // current-context: a has none, b sets it.
         assert_eq!(m.current_context.as_deref(), Some("ctx-b"));
         // shared cluster: a's whole entry wins, b's extra field is dropped.
-        let shared = m.clusters.iter().find(|c| c.name == "shared").expect("shared");
+        let shared = m
+            .clusters
+            .iter()
+            .find(|c| c.name == "shared")
+            .expect("shared");
         assert_eq!(shared.value.server, "https://a.example:6443");
         assert_eq!(shared.value.tls_server_name, None);
         assert!(shared.source.ends_with("merge-a.yaml"));
         // b-only entries are kept, with b's directory for relative paths.
-        let bonly = m.clusters.iter().find(|c| c.name == "b-only").expect("b-only");
+        let bonly = m
+            .clusters
+            .iter()
+            .find(|c| c.name == "b-only")
+            .expect("b-only");
         assert!(bonly.source.ends_with("merge-b.yaml"));
         assert_eq!(m.contexts.len(), 2);
         assert_eq!(m.files.len(), 2);
         // Reverse order: b first.
         let m2 = merge(vec![parse("merge-b.yaml"), parse("merge-a.yaml")]);
-        let shared = m2.clusters.iter().find(|c| c.name == "shared").expect("shared");
+        let shared = m2
+            .clusters
+            .iter()
+            .find(|c| c.name == "shared")
+            .expect("shared");
         assert_eq!(shared.value.server, "https://b.example:6443");
         assert_eq!(shared.value.tls_server_name.as_deref(), Some("b-name"));
     }
@@ -851,17 +874,29 @@ mod tests {
         };
         let cases = [
             // current-context ctx-b: cluster shared, user ub, namespace from context.
-            Case { sel: s(None, None, None, None), want: Ok(("shared", "ub", "ns-b")) },
+            Case {
+                sel: s(None, None, None, None),
+                want: Ok(("shared", "ub", "ns-b")),
+            },
             // flag namespace wins over the context's.
-            Case { sel: s(None, None, None, Some("flag")), want: Ok(("shared", "ub", "flag")) },
+            Case {
+                sel: s(None, None, None, Some("flag")),
+                want: Ok(("shared", "ub", "flag")),
+            },
             // ctx-a has no namespace → "default".
-            Case { sel: s(Some("ctx-a"), None, None, None), want: Ok(("shared", "ua", "default")) },
+            Case {
+                sel: s(Some("ctx-a"), None, None, None),
+                want: Ok(("shared", "ua", "default")),
+            },
             // --cluster and --user override the context.
             Case {
                 sel: s(Some("ctx-a"), Some("b-only"), Some("ub"), None),
                 want: Ok(("b-only", "ub", "default")),
             },
-            Case { sel: s(Some("nope"), None, None, None), want: Err("context \"nope\" does not exist in") },
+            Case {
+                sel: s(Some("nope"), None, None, None),
+                want: Err("context \"nope\" does not exist in"),
+            },
             Case {
                 sel: s(Some("ctx-a"), Some("ghost"), None, None),
                 want: Err("cluster \"ghost\" (used by context \"ctx-a\") does not exist"),
@@ -874,7 +909,16 @@ mod tests {
         for c in cases {
             match (select(&m, &c.sel), c.want) {
                 (Ok(got), Ok((cl, u, ns))) => {
-                    assert_eq!((got.cluster_name.as_str(), got.user_name.as_str(), got.namespace.as_str()), (cl, u, ns), "{:?}", c.sel);
+                    assert_eq!(
+                        (
+                            got.cluster_name.as_str(),
+                            got.user_name.as_str(),
+                            got.namespace.as_str()
+                        ),
+                        (cl, u, ns),
+                        "{:?}",
+                        c.sel
+                    );
                 }
                 (Err(e), Err(want)) => {
                     let s = e.to_string();
@@ -894,7 +938,9 @@ mod tests {
         )
         .expect("parses");
         let e = select(&c, &Selection::default()).expect_err("no context");
-        assert!(e.to_string().contains("no current context is set in /k/config"));
+        assert!(e
+            .to_string()
+            .contains("no current context is set in /k/config"));
         assert!(e.render().contains("hint:"));
     }
 

@@ -108,7 +108,10 @@ pub fn load_with(o: &Overrides, env: &LoadEnv) -> Result<KubeConfig> {
     if let Some(p) = &o.kubeconfig {
         if !p.exists() {
             return Err(Error::with_hint(
-                format!("kubeconfig {} (from --kubeconfig) does not exist", p.display()),
+                format!(
+                    "kubeconfig {} (from --kubeconfig) does not exist",
+                    p.display()
+                ),
                 "check the path given to --kubeconfig",
             ));
         }
@@ -153,10 +156,17 @@ pub fn load_with(o: &Overrides, env: &LoadEnv) -> Result<KubeConfig> {
             namespace: o.namespace.clone(),
         },
     )?;
-    let files: Vec<String> = merged.files.iter().map(|p| p.display().to_string()).collect();
+    let files: Vec<String> = merged
+        .files
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     let c = &sel.cluster;
     let (ca_pem, ca_source) = match (&c.certificate_authority_data, &c.certificate_authority) {
-        (Some(d), _) => (Some(d.clone()), format!("cluster {:?} certificate-authority-data", sel.cluster_name)),
+        (Some(d), _) => (
+            Some(d.clone()),
+            format!("cluster {:?} certificate-authority-data", sel.cluster_name),
+        ),
         (None, Some(p)) => (
             Some(std::fs::read(p).map_err(|e| {
                 Error::with_hint(
@@ -177,7 +187,11 @@ pub fn load_with(o: &Overrides, env: &LoadEnv) -> Result<KubeConfig> {
     };
     let auth = AuthConfig::from_user(&sel.user_name, &sel.user)?;
     let server = normalize_server(&c.server).map_err(|m| {
-        Error::file(&sel.cluster_source, None, format!("cluster {:?}: {m}", sel.cluster_name))
+        Error::file(
+            &sel.cluster_source,
+            None,
+            format!("cluster {:?}: {m}", sel.cluster_name),
+        )
     })?;
     let exec_cluster = Some(exec_cluster_info(&server, c, ca_pem.as_deref()));
     Ok(KubeConfig {
@@ -202,7 +216,11 @@ pub fn load_with(o: &Overrides, env: &LoadEnv) -> Result<KubeConfig> {
 }
 
 /// `spec.cluster` as client-go builds it for exec plugins (CA inlined as base64 PEM).
-fn exec_cluster_info(server: &str, c: &kubeconfig::Cluster, ca: Option<&[u8]>) -> serde_json::Value {
+fn exec_cluster_info(
+    server: &str,
+    c: &kubeconfig::Cluster,
+    ca: Option<&[u8]>,
+) -> serde_json::Value {
     let mut v = serde_json::json!({ "server": server });
     if let Some(n) = &c.tls_server_name {
         v["tls-server-name"] = n.clone().into();
@@ -211,7 +229,8 @@ fn exec_cluster_info(server: &str, c: &kubeconfig::Cluster, ca: Option<&[u8]>) -
         v["insecure-skip-tls-verify"] = true.into();
     }
     if let Some(ca) = ca {
-        v["certificate-authority-data"] = base64::engine::general_purpose::STANDARD.encode(ca).into();
+        v["certificate-authority-data"] =
+            base64::engine::general_purpose::STANDARD.encode(ca).into();
     }
     if let Some(p) = &c.proxy_url {
         v["proxy-url"] = p.clone().into();
@@ -243,7 +262,10 @@ pub fn normalize_server(s: &str) -> std::result::Result<String, String> {
     if authority.is_empty() || authority.contains('@') {
         return Err(format!("server {s:?} has no valid host"));
     }
-    Ok(format!("{scheme}://{authority}{}", path.trim_end_matches('/')))
+    Ok(format!(
+        "{scheme}://{authority}{}",
+        path.trim_end_matches('/')
+    ))
 }
 
 fn in_cluster(o: &Overrides, env: &LoadEnv) -> Result<Option<KubeConfig>> {
@@ -333,7 +355,10 @@ mod tests {
         };
         let k = load_with(&Overrides::default(), &env).expect("loads");
         assert_eq!(k.context, "ctx-b");
-        assert_eq!(k.server, "https://a.example:6443", "merge-a's shared cluster wins");
+        assert_eq!(
+            k.server, "https://a.example:6443",
+            "merge-a's shared cluster wins"
+        );
         assert_eq!(k.namespace, "ns-b");
         assert!(k.source.contains("merge-a.yaml") && k.source.contains("merge-b.yaml"));
     }
@@ -400,7 +425,12 @@ mod tests {
             pod_namespace: Some("from-env".into()),
             ..env.clone()
         };
-        assert_eq!(load_with(&Overrides::default(), &env2).expect("ok").namespace, "from-env");
+        assert_eq!(
+            load_with(&Overrides::default(), &env2)
+                .expect("ok")
+                .namespace,
+            "from-env"
+        );
         let o = Overrides {
             namespace: Some("flag".into()),
             ..Overrides::default()
@@ -432,7 +462,10 @@ mod tests {
         let ok = [
             ("https://k:6443", "https://k:6443"),
             ("https://k:6443/", "https://k:6443"),
-            ("https://rancher.example/k8s/clusters/c-1/?x=1", "https://rancher.example/k8s/clusters/c-1"),
+            (
+                "https://rancher.example/k8s/clusters/c-1/?x=1",
+                "https://rancher.example/k8s/clusters/c-1",
+            ),
             ("HTTPS://[::1]:6443", "https://[::1]:6443"),
         ];
         for (i, o) in ok {

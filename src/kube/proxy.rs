@@ -203,7 +203,11 @@ pub fn use_proxy(host: &str, port: u16, no_proxy: &str) -> bool {
             }
             continue;
         }
-        if let Ok(eip) = entry.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        if let Ok(eip) = entry
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             if ip == Some(eip) {
                 return false;
             }
@@ -236,14 +240,22 @@ fn cidr_contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
             if bits > 32 {
                 return false;
             }
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             (u32::from(n) & mask) == (u32::from(i) & mask)
         }
         (IpAddr::V6(n), IpAddr::V6(i)) => {
             if bits > 128 {
                 return false;
             }
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             (u128::from(n) & mask) == (u128::from(i) & mask)
         }
         _ => false,
@@ -281,7 +293,11 @@ mod tests {
             ("API.Example.COM", 443, "example.com", false),
         ];
         for &(host, port, np, want) in cases {
-            assert_eq!(use_proxy(host, port, np), want, "{host}:{port} NO_PROXY={np:?}");
+            assert_eq!(
+                use_proxy(host, port, np),
+                want,
+                "{host}:{port} NO_PROXY={np:?}"
+            );
         }
     }
 
@@ -296,7 +312,10 @@ mod tests {
             .expect("ok")
             .expect("proxied");
         assert_eq!((p.host.as_str(), p.port), ("cl", 8080));
-        assert_eq!(proxy_for("https", "k.example", 443, None, &env).expect("ok"), None);
+        assert_eq!(
+            proxy_for("https", "k.example", 443, None, &env).expect("ok"),
+            None
+        );
         let env2 = ProxyEnv {
             no_proxy: None,
             ..env
@@ -306,13 +325,19 @@ mod tests {
             .expect("proxied");
         assert_eq!(p.display(), "http://env-proxy:3128");
         // http servers use HTTP_PROXY, not HTTPS_PROXY.
-        assert_eq!(proxy_for("http", "k.example", 80, None, &env2).expect("ok"), None);
+        assert_eq!(
+            proxy_for("http", "k.example", 80, None, &env2).expect("ok"),
+            None
+        );
     }
 
     #[test]
     fn proxy_urls_parse_with_credentials_and_defaults() {
         let p = parse_proxy_url("proxy.corp:3128").expect("ok");
-        assert_eq!((p.scheme.as_str(), p.host.as_str(), p.port), ("http", "proxy.corp", 3128));
+        assert_eq!(
+            (p.scheme.as_str(), p.host.as_str(), p.port),
+            ("http", "proxy.corp", 3128)
+        );
         let p = parse_proxy_url("http://us%40r:p%3Ass@[::1]:8080/").expect("ok");
         assert_eq!((p.host.as_str(), p.port), ("::1", 8080));
         // base64("us@r:p:ss")
@@ -320,7 +345,10 @@ mod tests {
             p.authorization.as_ref().map(Secret::expose),
             Some("Basic dXNAcjpwOnNz")
         );
-        assert!(!format!("{p:?}").contains("p%3Ass"), "credentials never in Debug");
+        assert!(
+            !format!("{p:?}").contains("p%3Ass"),
+            "credentials never in Debug"
+        );
         assert!(parse_proxy_url("ftp://x").is_err());
         assert_eq!(parse_proxy_url("https://p").expect("ok").port, 443);
     }

@@ -141,7 +141,10 @@ pub fn client_config(s: &TlsSettings, client: Option<&ClientCert>) -> Result<Arc
             if let Some(leaf) = chain.first() {
                 if x509_version(leaf) == Some(1) {
                     return Err(tls_err(
-                        format!("{}: the client certificate is X.509 v1, which rustls cannot use", c.source),
+                        format!(
+                            "{}: the client certificate is X.509 v1, which rustls cannot use",
+                            c.source
+                        ),
                         Some("re-issue the certificate as X.509 v3"),
                     ));
                 }
@@ -251,7 +254,11 @@ impl ServerCertVerifier for KubeVerifier {
         {
             Ok(v) => Ok(v),
             Err(e) => {
-                if self.anchors.iter().any(|a| a.as_slice() == end_entity.as_ref()) {
+                if self
+                    .anchors
+                    .iter()
+                    .any(|a| a.as_slice() == end_entity.as_ref())
+                {
                     // Go trusts any certificate in RootCAs, including the server's own leaf.
                     return Ok(ServerCertVerified::assertion());
                 }
@@ -339,9 +346,18 @@ mod tests {
 
     #[test]
     fn server_names_for_hosts_ips_and_overrides() {
-        assert!(matches!(server_name("10.0.0.1", None), Ok(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("[::1]", None), Ok(ServerName::IpAddress(_))));
-        assert!(matches!(server_name("::1", None), Ok(ServerName::IpAddress(_))));
+        assert!(matches!(
+            server_name("10.0.0.1", None),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("[::1]", None),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("::1", None),
+            Ok(ServerName::IpAddress(_))
+        ));
         match server_name("10.0.0.1", Some("kubernetes")) {
             Ok(ServerName::DnsName(d)) => assert_eq!(d.as_ref(), "kubernetes"),
             other => panic!("{other:?}"),
@@ -368,7 +384,11 @@ mod tests {
             insecure: false,
         };
         let e = client_config(&s, None).expect_err("bad");
-        assert!(e.to_string().contains("/k/ca.crt: no PEM certificate found"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("/k/ca.crt: no PEM certificate found"),
+            "{e}"
+        );
     }
 
     #[test]
