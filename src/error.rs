@@ -433,6 +433,22 @@ mod tests {
     }
 
     #[test]
+    fn hinted_replaces_the_hint_and_stays_transparent() {
+        let e = Error::Api(ApiError {
+            code: 404,
+            reason: "NotFound".into(),
+            ..Default::default()
+        })
+        .context("creating pods in namespace \"x\"")
+        .hinted("namespace \"x\" does not exist")
+        .context("starting session");
+        assert!(e.is_not_found(), "root() sees through Hinted");
+        assert_eq!(e.hint().as_deref(), Some("namespace \"x\" does not exist"));
+        assert!(e.render().starts_with("kubectl-kodama: error: starting session: creating pods"));
+        assert_eq!(e.exit_code(), EXIT_ERROR);
+    }
+
+    #[test]
     fn invalid_lists_every_fault() {
         let e = Error::Invalid {
             what: "env file .env".into(),
