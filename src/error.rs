@@ -444,7 +444,9 @@ mod tests {
         .context("starting session");
         assert!(e.is_not_found(), "root() sees through Hinted");
         assert_eq!(e.hint().as_deref(), Some("namespace \"x\" does not exist"));
-        assert!(e.render().starts_with("kubectl-kodama: error: starting session: creating pods"));
+        assert!(e
+            .render()
+            .starts_with("kubectl-kodama: error: starting session: creating pods"));
         assert_eq!(e.exit_code(), EXIT_ERROR);
     }
 

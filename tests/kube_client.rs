@@ -120,6 +120,8 @@ impl Req {
 enum Body {
     Full(Vec<u8>),
     Chunked(Vec<Vec<u8>>),
+    /// Close the connection without answering (a reset / stale keep-alive connection).
+    Drop,
 }
 
 struct Resp {
@@ -330,6 +332,7 @@ fn serve_conn<S: Read + Write>(
             head.push_str(&format!("{k}: {v}\r\n"));
         }
         let ok = match resp.body {
+            Body::Drop => false,
             Body::Full(b) => {
                 head.push_str(&format!("Content-Length: {}\r\n\r\n", b.len()));
                 w.write_all(head.as_bytes()).is_ok() && w.write_all(&b).is_ok() && w.flush().is_ok()
@@ -912,6 +915,49 @@ fn retries_429_with_retry_after_and_500_but_never_post() {
         "1 + 4 retries"
     );
     assert_eq!(e.api().map(|a| a.code), Some(503));
+}
+
+#[test]
+fn dropped_connections_are_retried_for_get_but_not_post() {
+    let pki = pki();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let g2 = gets.clone();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(move |r: &Req| {
+            let drop = Resp {
+                status: 0,
+                headers: vec![],
+                body: Body::Drop,
+            };
+            match r.method.as_str() {
+                "GET" if g2.fetch_add(1, Ordering::SeqCst) == 0 => drop,
+                "GET" => Resp::json(200, ok_pod("web")),
+                _ => drop,
+            }
+        }),
+    );
+    let dir = tmpdir("drop");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    c.get(&PODS, Some("dev"), "web")
+        .expect("GET retried on a new connection");
+    assert_eq!(srv.count("GET", "/api/v1/namespaces/dev/pods/web"), 2);
+    let e = c
+        .create(&PODS, Some("dev"), &json!({"metadata":{"name":"p"}}))
+        .expect_err("dropped");
+    assert_eq!(
+        srv.count("POST", "/api/v1/namespaces/dev/pods"),
+        1,
+        "POST never retried"
+    );
+    assert!(e.render().contains("creating pods \"p\""), "{}", e.render());
 }
 
 #[test]

@@ -115,9 +115,14 @@ pub fn client_config(s: &TlsSettings, client: Option<&ClientCert>) -> Result<Arc
                 let mut store = RootCertStore::empty();
                 let (added, _) = store.add_parsable_certificates(certs.iter().cloned());
                 if added == 0 {
+                    let v1 = certs.iter().any(|c| x509_version(c) == Some(1));
                     return Err(tls_err(
                         format!("{}: none of the CA certificates could be used", s.ca_source),
-                        None,
+                        Some(if v1 {
+                            "the CA certificate is X.509 v1, which rustls does not accept; re-issue it as v3"
+                        } else {
+                            "check that certificate-authority(-data) holds PEM CA certificates"
+                        }),
                     ));
                 }
                 (store, certs.into_iter().map(|c| c.to_vec()).collect())

@@ -364,9 +364,9 @@ pub fn is_retryable(e: &ureq::Error) -> bool {
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe
                 | io::ErrorKind::UnexpectedEof
-                | io::ErrorKind::ConnectionRefused
         ),
-        ureq::Error::Protocol(_) | ureq::Error::ConnectionFailed => true,
+        // A pooled connection the server already closed can also surface as a parse failure.
+        ureq::Error::Protocol(_) => true,
         _ => false,
     }
 }
