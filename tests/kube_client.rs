@@ -1650,3 +1650,51 @@ fn raw_stream_without_proxy_uses_the_same_tls_and_client_cert() {
         "static credentials cannot be refreshed"
     );
 }
+
+#[test]
+fn in_cluster_service_account_with_token_rotation() {
+    let pki = pki();
+    let accepted = Arc::new(Mutex::new("sa-1".to_string()));
+    let a2 = accepted.clone();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(move |r: &Req| {
+            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
+                Resp::json(200, ok_pod("web"))
+            } else {
+                Resp::status(401, "Unauthorized", "Unauthorized")
+            }
+        }),
+    );
+    let sa = tmpdir("sa");
+    std::fs::write(sa.join("token"), "sa-1").expect("w");
+    std::fs::write(sa.join("ca.crt"), &pki.ca_pem).expect("w");
+    std::fs::write(sa.join("namespace"), "team-x\n").expect("w");
+    let env = LoadEnv {
+        service_host: Some("127.0.0.1".into()),
+        service_port: Some(srv.port.to_string()),
+        sa_dir: sa.clone(),
+        ..LoadEnv::default()
+    };
+    let cfg = load_with(&Overrides::default(), &env).expect("in-cluster config");
+    let c = Client::new(cfg).expect("client");
+    assert_eq!(c.namespace(), "team-x");
+    c.get(&PODS, Some(c.namespace()), "web").expect("sa token");
+    // The kubelet rotates the projected token.
+    std::fs::write(sa.join("token"), "sa-2").expect("w");
+    *accepted.lock().expect("l") = "sa-2".into();
+    c.get(&PODS, Some("team-x"), "web")
+        .expect("rotated token re-read after 401");
+    let reqs = srv.requests();
+    assert_eq!(reqs.last().and_then(|r| r.bearer()), Some("sa-2"));
+    assert_eq!(reqs[0].path, "/api/v1/namespaces/team-x/pods/web");
+}
+
+#[test]
+fn client_is_clone_send_and_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    fn assert_stream<T: Read + Write + Send>() {}
+    assert_traits::<Client>();
+    assert_stream::<kodama::kube::transport::KubeStream>();
+}
