@@ -1698,3 +1698,52 @@ fn client_is_clone_send_and_sync() {
     assert_traits::<Client>();
     assert_stream::<kodama::kube::transport::KubeStream>();
 }
+
+#[test]
+fn wait_for_pod_reports_missing_and_deleted_pods() {
+    let pki = pki();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|r: &Req| {
+            if r.path.ends_with("/events") {
+                return Resp::json(200, json!({"items":[]}));
+            }
+            let sel = r.q("fieldSelector").unwrap_or("");
+            if sel == "metadata.name=ghost" {
+                return Resp::json(200, json!({"metadata":{"resourceVersion":"3"},"items":[]}));
+            }
+            if r.q("watch").is_some() {
+                return Resp::watch(vec![
+                    json!({"type":"DELETED","object": pod_state("6", false, None)}),
+                ]);
+            }
+            Resp::json(
+                200,
+                json!({"metadata":{"resourceVersion":"5"},"items":[pod_state("5", false, None)]}),
+            )
+        }),
+    );
+    let dir = tmpdir("wdel");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let e = watch::wait_for_pod(&c, "dev", "ghost", deadline, &mut |_| {}).expect_err("missing");
+    assert!(
+        e.to_string()
+            .contains("pod \"ghost\" in namespace \"dev\" does not exist"),
+        "{e}"
+    );
+    assert!(e.render().contains("kubectl get pods -n dev"));
+    let e = watch::wait_for_pod(&c, "dev", "web", deadline, &mut |_| {}).expect_err("deleted");
+    assert!(
+        e.to_string()
+            .contains("pod \"web\" in namespace \"dev\" was deleted"),
+        "{e}"
+    );
+}

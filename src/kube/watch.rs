@@ -393,6 +393,7 @@ fn hint_for(reason: &str, ns: &str, name: &str) -> String {
             "no node can run the pod: check resource requests, node selectors, tolerations and PVC binding; details: {describe}"
         ),
         "Deleted" => "something deleted the pod while we waited; run the command again".into(),
+        "Missing" => format!("check the pod name and namespace: `kubectl get pods -n {ns}`"),
         "Timeout" => format!("the pod is still not ready; see {describe}, or wait longer"),
         _ => format!("see {describe} and `kubectl logs {name} -n {ns}`"),
     }
@@ -514,9 +515,14 @@ pub fn wait_for_pod(
             EventType::Synced => {
                 let empty = ev.object.as_array().is_none_or(|a| a.is_empty());
                 if empty {
+                    let (what, reason) = if last.is_some() {
+                        ("is gone", "Deleted")
+                    } else {
+                        ("does not exist", "Missing")
+                    };
                     return Ok(Some(Err((
-                        "is gone".to_string(),
-                        "Deleted".to_string(),
+                        what.to_string(),
+                        reason.to_string(),
                         String::new(),
                     ))));
                 }
