@@ -1747,3 +1747,51 @@ fn wait_for_pod_reports_missing_and_deleted_pods() {
         "{e}"
     );
 }
+
+#[test]
+fn a_server_that_always_answers_410_is_not_hammered() {
+    let pki = pki();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|r: &Req| {
+            if r.path.ends_with("/events") {
+                return Resp::json(200, json!({"items":[]}));
+            }
+            if r.q("watch").is_some() {
+                return Resp::status(410, "Expired", "too old resource version");
+            }
+            Resp::json(
+                200,
+                json!({"metadata":{"resourceVersion":"5"},"items":[pod_state("5", false, None)]}),
+            )
+        }),
+    );
+    let dir = tmpdir("w410loop");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let e = watch::wait_for_pod(
+        &c,
+        "dev",
+        "web",
+        Instant::now() + Duration::from_secs(2),
+        &mut |_| {},
+    )
+    .expect_err("deadline");
+    assert!(
+        e.to_string()
+            .contains("did not become ready before the deadline"),
+        "{e}"
+    );
+    let lists = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/pods") && r.q("watch").is_none())
+        .count();
+    assert!((2..15).contains(&lists), "relists back off ({lists} lists)");
+}

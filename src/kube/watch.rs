@@ -102,11 +102,20 @@ pub fn watch_until<T>(
 ) -> Result<Option<T>> {
     let mut rv: Option<String> = None;
     let mut quiet_failures: u32 = 0;
+    // Relists since the last delivered watch event; a server that keeps answering 410 must not be
+    // hammered.
+    let mut relists: u32 = 0;
     loop {
         if Instant::now() >= deadline {
             return Ok(None);
         }
         if rv.is_none() {
+            if relists > 0 {
+                let wait = Duration::from_millis(100u64 << relists.min(6))
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                std::thread::sleep(wait);
+            }
+            relists += 1;
             let list = client.list(
                 res,
                 ns,
@@ -196,6 +205,7 @@ pub fn watch_until<T>(
                     if ev.kind == EventType::Bookmark {
                         continue;
                     }
+                    relists = 0;
                     if let Some(t) = on_event(&ev)? {
                         return Ok(Some(t));
                     }
@@ -405,15 +415,28 @@ pub fn pod_warning_events(client: &Client, ns: &str, name: &str, uid: Option<&st
     if let Some(u) = uid {
         sel.push_str(&format!(",involvedObject.uid={u}"));
     }
-    let Ok(list) = client.list(
-        &EVENTS,
-        Some(ns),
-        &ListOptions {
-            field_selector: Some(sel),
-            ..ListOptions::default()
-        },
-    ) else {
-        return Vec::new();
+    let query = |sel: String| {
+        client.list(
+            &EVENTS,
+            Some(ns),
+            &ListOptions {
+                field_selector: Some(sel),
+                ..ListOptions::default()
+            },
+        )
+    };
+    // Some servers do not support every field label; fall back to the name alone.
+    let list = match query(sel) {
+        Ok(l) => l,
+        Err(_) if uid.is_some() => {
+            match query(format!(
+                "involvedObject.kind=Pod,involvedObject.name={name}"
+            )) {
+                Ok(l) => l,
+                Err(_) => return Vec::new(),
+            }
+        }
+        Err(_) => return Vec::new(),
     };
     let mut evs: Vec<(String, String)> = list
         .get("items")
