@@ -201,6 +201,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// Starts the server. `require_client_cert`: the handshake fails without a client certificate.
 fn serve(pki: &Pki, require_client_cert: bool, handler: Handler) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -222,13 +234,21 @@ fn serve(pki: &Pki, require_client_cert: bool, handler: Handler) -> Server {
             .map(|c| c.expect("cert"))
             .collect();
     let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).expect("key");
+    // A fixed certificate through a resolver: `with_single_cert` would refuse an X.509 v1 leaf, and
+    // serving one is exactly what a test needs.
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .expect("signing key");
+    let resolver = Arc::new(FixedCert(Arc::new(rustls::sign::CertifiedKey::new(
+        certs, signer,
+    ))));
     let cfg = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .expect("server config"),
+            .with_cert_resolver(resolver),
     );
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -1794,4 +1814,123 @@ fn a_server_that_always_answers_410_is_not_hammered() {
         .filter(|r| r.path.ends_with("/pods") && r.q("watch").is_none())
         .count();
     assert!((2..15).contains(&lists), "relists back off ({lists} lists)");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Static openssl-made fixtures (fixtures/kubeconfig/tls/gen.sh): key formats, chains, X.509 v1
+
+fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/kubeconfig/tls")
+        .join(name)
+}
+
+fn fixture_pki(server: &str) -> Pki {
+    let read = |n: &str| std::fs::read_to_string(tls_fixture(n)).expect("fixture");
+    Pki {
+        ca_pem: read("ca.crt"),
+        server_cert_pem: read(&format!("{server}.crt")),
+        server_key_pem: read(&format!("{server}.key")),
+        client_cert_pem: String::new(),
+        client_key_pem: String::new(),
+        bob_cert_pem: String::new(),
+        bob_key_pem: String::new(),
+        other_ca_pem: String::new(),
+    }
+}
+
+#[test]
+fn client_keys_in_pkcs1_sec1_and_pkcs8_with_full_chains() {
+    let pki = fixture_pki("server");
+    let srv = serve(
+        &pki,
+        true,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("keys");
+    for (crt, key) in [
+        ("client-ec.crt", "client-ec.key"),
+        ("client-rsa.crt", "client-rsa.key"),
+        ("client-chain.crt", "client-chain.key"),
+    ] {
+        let kc = kubeconfig(
+            &dir,
+            &format!("https://127.0.0.1:{}", srv.port),
+            &format!(
+                "    certificate-authority: {}\n",
+                tls_fixture("ca.crt").display()
+            ),
+            &format!(
+                "    client-certificate: {}\n    client-key: {}\n",
+                tls_fixture(crt).display(),
+                tls_fixture(key).display()
+            ),
+        );
+        client_for(&kc)
+            .expect("client")
+            .get(&PODS, Some("dev"), "web")
+            .unwrap_or_else(|e| panic!("{crt}: {}", e.render()));
+    }
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs.iter().all(|r| r.client_cert));
+}
+
+#[test]
+fn mismatched_client_key_is_an_error_not_a_panic() {
+    let pki = fixture_pki("server");
+    let srv = serve(
+        &pki,
+        true,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("mismatch");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &format!(
+            "    certificate-authority: {}\n",
+            tls_fixture("ca.crt").display()
+        ),
+        &format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            tls_fixture("client-ec.crt").display(),
+            tls_fixture("client-rsa.key").display()
+        ),
+    );
+    let e = client_for(&kc)
+        .expect("client")
+        .get(&PODS, Some("dev"), "web")
+        .expect_err("mismatch");
+    let r = e.render();
+    assert!(
+        r.contains("client certificate and key cannot be used"),
+        "{r}"
+    );
+}
+
+#[test]
+fn x509_v1_server_certificate_is_explained() {
+    let pki = fixture_pki("server-v1");
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("v1");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &format!(
+            "    certificate-authority: {}\n",
+            tls_fixture("ca.crt").display()
+        ),
+        &token_user("t"),
+    );
+    let e = client_for(&kc)
+        .expect("client")
+        .get(&PODS, Some("dev"), "web")
+        .expect_err("v1");
+    let r = e.render();
+    assert!(r.contains("X.509 v1"), "{r}");
 }
