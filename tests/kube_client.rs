@@ -1934,3 +1934,47 @@ fn x509_v1_server_certificate_is_explained() {
     let r = e.render();
     assert!(r.contains("X.509 v1"), "{r}");
 }
+
+/// A plain-HTTP server (like `kubectl proxy`).
+fn serve_plain(handler: Handler) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let journal = Arc::new(Mutex::new(Vec::new()));
+    let j = journal.clone();
+    std::thread::spawn(move || {
+        for (id, s) in listener.incoming().enumerate() {
+            let Ok(s) = s else { continue };
+            let (handler, j) = (handler.clone(), j.clone());
+            std::thread::spawn(move || serve_conn(s, id, Vec::new(), &handler, &j));
+        }
+    });
+    Server { port, journal }
+}
+
+#[test]
+fn plain_http_servers_work_for_rest_and_raw_streams() {
+    let srv = serve_plain(Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))));
+    let dir = tmpdir("plain");
+    let kc = kubeconfig(
+        &dir,
+        &format!("http://127.0.0.1:{}", srv.port),
+        "",
+        "    {}\n",
+    );
+    let c = client_for(&kc).expect("client");
+    c.get(&PODS, Some("dev"), "web").expect("plain get");
+    let t = c.transport();
+    let mut s = t.connect_stream().expect("plain stream");
+    assert!(matches!(s, kodama::kube::transport::KubeStream::Plain(_)));
+    let resp = raw_get(
+        &mut s,
+        &t.server().authority,
+        "/raw",
+        &t.auth_headers().expect("auth"),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(srv
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization").is_none()));
+}
