@@ -1089,6 +1089,10 @@ fn api_errors_carry_hints_and_keep_their_kind() {
     assert!(e.render().contains("already exists in namespace \"dev\""));
     let e = c.get(&PODS, Some("dev"), "nope").expect_err("404");
     assert!(e.is_not_found());
+    assert_eq!(
+        c.get_opt(&PODS, Some("dev"), "nope").expect("404 is None"),
+        None
+    );
     let e = c
         .list(&NAMESPACES, None, &ListOptions::default())
         .expect_err("502");

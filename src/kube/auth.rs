@@ -246,7 +246,7 @@ impl Authenticator {
             let tok = self.file_token(path)?;
             out.authorization = Some(Secret::new(format!("Bearer {}", tok.expose())));
         } else if let Some(t) = &self.cfg.token {
-            out.authorization = Some(Secret::new(format!("Bearer {}", t.expose())));
+            out.authorization = Some(Secret::new(format!("Bearer {}", t.expose().trim())));
         } else if let Some((user, pass)) = &self.cfg.basic {
             let raw = format!("{user}:{}", pass.expose());
             out.authorization = Some(Secret::new(format!(
@@ -822,7 +822,10 @@ mod tests {
         let a = Authenticator::new(AuthConfig::from_user("me", &u).expect("ok"), None);
         let e = a.credentials().expect_err("busy stdin");
         mark_stdin_in_use(false);
-        assert!(e.to_string().contains("needs an interactive terminal"), "{e}");
+        assert!(
+            e.to_string().contains("needs an interactive terminal"),
+            "{e}"
+        );
     }
 
     #[test]
