@@ -1982,3 +1982,72 @@ fn plain_http_servers_work_for_rest_and_raw_streams() {
         .iter()
         .all(|r| r.header("authorization").is_none()));
 }
+
+#[test]
+fn transient_in_band_watch_errors_reconnect_but_forbidden_fails() {
+    let pki = pki();
+    let watches = Arc::new(AtomicUsize::new(0));
+    let w2 = watches.clone();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(move |r: &Req| {
+            if r.q("watch").is_none() {
+                return Resp::json(200, json!({"metadata":{"resourceVersion":"1"},"items":[]}));
+            }
+            if r.path.contains("/secrets") {
+                return Resp::watch(vec![
+                    json!({"type":"ERROR","object":{"kind":"Status","status":"Failure","reason":"Forbidden","message":"no","code":403}}),
+                ]);
+            }
+            match w2.fetch_add(1, Ordering::SeqCst) {
+                0 => Resp::watch(vec![
+                    json!({"type":"ERROR","object":{"kind":"Status","status":"Failure","reason":"InternalError","message":"etcd hiccup","code":500}}),
+                ]),
+                _ => Resp::watch(vec![
+                    json!({"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"2"}}}),
+                ]),
+            }
+        }),
+    );
+    let dir = tmpdir("wtrans");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = watch::watch_until(
+        &c,
+        &CONFIG_MAPS,
+        Some("dev"),
+        &WatchTarget::default(),
+        deadline,
+        &mut |ev| Ok((ev.kind == EventType::Added).then(|| ev.object["metadata"]["name"].clone())),
+    )
+    .expect("reconnected");
+    assert_eq!(got, Some(json!("a")));
+    let rvs: Vec<Option<String>> = srv
+        .requests()
+        .iter()
+        .filter(|r| r.q("watch").is_some())
+        .map(|r| r.q("resourceVersion").map(String::from))
+        .collect();
+    assert_eq!(
+        rvs,
+        vec![Some("1".to_string()), Some("1".to_string())],
+        "resumed from the same RV, no relist"
+    );
+    let e = watch::watch_until(
+        &c,
+        &kodama::kube::resource::SECRETS,
+        Some("dev"),
+        &WatchTarget::default(),
+        deadline,
+        &mut |_ev| Ok(None::<()>),
+    )
+    .expect_err("forbidden");
+    assert!(e.api().is_some_and(|a| a.is_forbidden()));
+}

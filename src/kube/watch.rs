@@ -195,6 +195,11 @@ pub fn watch_until<T>(
                     rv = None;
                     break;
                 }
+                // Transient server trouble: reconnect from `rv` (backing off below).
+                Line::Error(api) if api.code == 429 || api.code >= 500 => {
+                    got_any = false;
+                    break;
+                }
                 Line::Error(api) => {
                     return Err(Error::Api(api).context(req.op.describe()));
                 }
