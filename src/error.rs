@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn hinted_replaces_the_hint_and_stays_transparent() {
-        let e = Error::Api(ApiError {
+        let e = Error::from(ApiError {
             code: 404,
             reason: "NotFound".into(),
             ..Default::default()

@@ -6,9 +6,6 @@
 //!
 //! May import: error, secret, remote, term. Never session, sync, agent or cli.
 
-// `crate::error::Error` carries an `ApiError` inline (168 bytes), which trips this lint on every
-// function returning our `Result`; error.rs itself trips it too. Boxing is error.rs's call, not ours.
-#![allow(clippy::result_large_err)]
 
 pub mod auth;
 pub mod client;

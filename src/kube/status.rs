@@ -142,7 +142,7 @@ impl Op {
 /// Turns an API error into our error: the operation as context, and a next step as the hint.
 pub fn explain(api: ApiError, op: &Op) -> Error {
     let hint = hint_for(&api, op);
-    let e = Error::Api(api).context(op.describe());
+    let e = Error::from(api).context(op.describe());
     match hint {
         Some(h) => e.hinted(h),
         None => e,

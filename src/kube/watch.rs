@@ -201,7 +201,7 @@ pub fn watch_until<T>(
                     break;
                 }
                 Line::Error(api) => {
-                    return Err(Error::Api(api).context(req.op.describe()));
+                    return Err(Error::from(api).context(req.op.describe()));
                 }
                 Line::Event(ev) => {
                     if let Some(v) = resource_version(&ev.object) {
