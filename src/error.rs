@@ -116,7 +116,10 @@ fn http_reason(code: u16) -> &'static str {
 #[derive(Debug)]
 pub enum Error {
     /// The command line is wrong (unknown flag, missing or bad value, conflict). Exit code 2.
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     /// A file the user gave us is wrong: config, template, kubeconfig, env file, session file.
     File {
         path: PathBuf,
@@ -138,13 +141,19 @@ pub enum Error {
     /// The Kubernetes API answered with an error Status.
     Api(ApiError),
     /// Could not talk to the API server or the pod at all (DNS, TCP, TLS, proxy, WebSocket).
-    Transport { message: String, hint: Option<String> },
+    Transport {
+        message: String,
+        hint: Option<String>,
+    },
     /// A remote command exited non-zero; its code becomes ours (`attach --command`).
     RemoteExit(i32),
     /// The user pressed Ctrl-C. Exit code 130.
     Interrupted,
     /// Anything else, with an optional next step for the user.
-    Message { message: String, hint: Option<String> },
+    Message {
+        message: String,
+        hint: Option<String>,
+    },
     /// An error with a sentence of context in front of it ("starting session \"x\"").
     Context { context: String, source: Box<Error> },
 }
@@ -183,7 +192,11 @@ impl Error {
     }
 
     /// A fault in a file, optionally at a line.
-    pub fn file(path: impl Into<PathBuf>, line: Option<usize>, message: impl Into<String>) -> Error {
+    pub fn file(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Error {
         Error::File {
             path: path.into(),
             line,
