@@ -8,6 +8,9 @@
 //!
 //! May import: error, config (plain option types, quantities, name rules). Never kube types.
 
+// `Error` is deliberately rich (API status, causes, hints) and only travels on cold paths.
+#![allow(clippy::result_large_err)]
+
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -731,13 +734,15 @@ fn build(c: &'static CommandSpec, mut m: Matches) -> Result<Command> {
                 Some(Some("wide")) => ListFormat::Wide,
                 Some(Some("json")) => ListFormat::Json,
                 Some(Some("yaml")) => ListFormat::Yaml,
-                Some(other) => return Err(usage(
-                    format!(
+                Some(other) => {
+                    return Err(usage(
+                        format!(
                         "-o {:?} is not a supported output format; use table, wide, json or yaml",
                         other.unwrap_or("")
                     ),
-                    Some(c),
-                )),
+                        Some(c),
+                    ))
+                }
             };
             Command::List(ListArgs {
                 all_namespaces: m.has("all-namespaces"),
