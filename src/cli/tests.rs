@@ -426,6 +426,10 @@ fn bad_command_lines_say_what_and_how() {
         ("start x --resource gpu", "is not NAME=COUNT"),
         ("start x --resource nvidia.com/gpu=0.5", "whole number"),
         ("start x --resource cpu=2", "has its own setting"),
+        (
+            "start x --resource gpu=1",
+            "needs a domain prefix, e.g. nvidia.com/gpu",
+        ),
         ("start x --secret-file a:b", "absolute"),
         (
             "start x --secret-file a:/d --secret-file b:/d",

@@ -970,7 +970,17 @@ pub fn validate_resource_name(name: &str) -> std::result::Result<(), String> {
             "resource name {name:?} is invalid; expected a name like nvidia.com/gpu or example.com/foo"
         ));
     }
+    if prefix.is_none() && local != "ephemeral-storage" && !local.starts_with("hugepages-") {
+        return Err(format!(
+            "resource name {name:?} needs a domain prefix, e.g. nvidia.com/{name} (only ephemeral-storage and hugepages-* go without one)"
+        ));
+    }
     if let Some(p) = prefix {
+        if p == "kubernetes.io" || p.ends_with(".kubernetes.io") {
+            return Err(format!(
+                "resource name {name:?} uses the reserved prefix {p:?}; extended resources need their vendor's domain"
+            ));
+        }
         let ok = !p.is_empty()
             && p.len() <= 253
             && p.split('.').all(|seg| {
