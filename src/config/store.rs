@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::layer::Toleration;
 use super::names::validate_session_name;
+use super::settings::Settings;
 use super::time::now_rfc3339;
 use crate::error::{Error, IoResultExt, Result};
 
@@ -136,6 +138,20 @@ pub struct AgentSummary {
     pub last_run_started_at: Option<String>,
 }
 
+/// Pod-level settings the session was created with (so `resume` recreates the same pod).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    #[serde(default)]
+    pub automount_service_account_token: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
 /// One session file (`sessions/<name>.yaml`), camelCase keys as in the spec.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -182,6 +198,14 @@ pub struct SessionRecord {
     pub secret_files: Vec<SecretFileRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentSummary>,
+    /// The agent's argv the session was created with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_command: Vec<String>,
+    /// Secret with the SSH key for git, when one is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRecord>,
     /// Keys this version does not know (kept on rewrite, so an older kodama does not drop them).
     #[serde(flatten)]
     pub extra: BTreeMap<String, yaml_serde::Value>,
@@ -234,8 +258,54 @@ impl SessionRecord {
             env_names: Vec::new(),
             secret_files: Vec::new(),
             agent: None,
+            agent_command: Vec::new(),
+            git_secret_name: None,
+            pod: None,
             extra: BTreeMap::new(),
         }
+    }
+
+    /// A fresh `Pending` record carrying what `settings` decide about the pod: image, resources,
+    /// storage, secret files (source and destination only), git secret, agent command, pod knobs,
+    /// repo and branch.
+    pub fn from_settings(name: &str, namespace: &str, settings: &Settings) -> SessionRecord {
+        let mut r = SessionRecord::new(name, namespace);
+        r.image = settings.image.clone();
+        r.repo = settings.repo.clone();
+        r.branch = settings.branch.clone();
+        r.auto_branch = settings.git.auto_branch;
+        r.resources = ResourcesRecord {
+            cpu: settings.resources.cpu.to_string(),
+            memory: settings.resources.memory.to_string(),
+            extra: settings
+                .resources
+                .extra
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+        };
+        r.storage = Some(StorageRecord {
+            workspace: settings.storage.workspace.to_string(),
+            claude_home: settings.storage.claude_home.to_string(),
+            storage_class: settings.storage.storage_class.clone(),
+        });
+        r.secret_files = settings
+            .secret_files
+            .iter()
+            .map(|f| SecretFileRecord {
+                source: f.source.display().to_string(),
+                destination: f.destination.clone(),
+            })
+            .collect();
+        r.git_secret_name = settings.git.secret_name.clone();
+        r.agent_command = settings.agent.command.clone();
+        r.pod = Some(PodRecord {
+            service_account_name: settings.pod.service_account_name.clone(),
+            automount_service_account_token: settings.pod.automount_service_account_token,
+            node_selector: settings.pod.node_selector.clone(),
+            tolerations: settings.pod.tolerations.clone(),
+        });
+        r
     }
 
     /// The record as YAML (what the file holds, and `list -o yaml` prints).
@@ -744,6 +814,35 @@ mod tests {
             store.get("same").unwrap().image,
             format!("img-{}", winners[0])
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn records_from_settings_round_trip() {
+        let (dir, store) = tmp_store("settings");
+        let (l, _) = crate::config::layer::parse_layer(
+            "image: img\nresources:\n  cpu: 500m\n  extra:\n    nvidia.com/gpu: 1\nstorage:\n  storageClass: fast\nsecretFiles:\n  - /k:/home/dev/.ssh/id\ngit:\n  secretName: key\npod:\n  nodeSelector: {zone: a}\n",
+            Path::new("/t/.kodama.yaml"),
+            crate::config::layer::FileKind::Template,
+            None,
+        )
+        .unwrap();
+        let s = crate::config::resolve(&Default::default(), Some(&l), None);
+        let rec = SessionRecord::from_settings("w", "ns", &s);
+        assert_eq!(rec.image, "img");
+        assert_eq!(rec.resources.cpu, "500m");
+        assert_eq!(rec.resources.memory, "2Gi");
+        assert_eq!(rec.resources.extra["nvidia.com/gpu"], "1");
+        assert_eq!(
+            rec.storage.as_ref().unwrap().storage_class.as_deref(),
+            Some("fast")
+        );
+        assert_eq!(rec.secret_files[0].destination, "/home/dev/.ssh/id");
+        assert_eq!(rec.git_secret_name.as_deref(), Some("key"));
+        assert_eq!(rec.pod.as_ref().unwrap().node_selector["zone"], "a");
+        assert_eq!(rec.agent_command[0], "claude");
+        store.create_new(&rec).unwrap();
+        assert_eq!(store.get("w").unwrap(), rec);
         fs::remove_dir_all(dir).unwrap();
     }
 
