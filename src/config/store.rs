@@ -206,6 +206,10 @@ pub struct SessionRecord {
     pub git_secret_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodRecord>,
+    /// The manifest builder's input the pod was built from, kept verbatim so `resume` can rebuild
+    /// the identical pod (opaque here because `config` sits below `manifest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<yaml_serde::Value>,
     /// Keys this version does not know (kept on rewrite, so an older kodama does not drop them).
     #[serde(flatten)]
     pub extra: BTreeMap<String, yaml_serde::Value>,
@@ -261,6 +265,7 @@ impl SessionRecord {
             agent_command: Vec::new(),
             git_secret_name: None,
             pod: None,
+            spec: None,
             extra: BTreeMap::new(),
         }
     }
