@@ -823,6 +823,34 @@ mod tests {
     }
 
     #[test]
+    fn readers_never_see_a_half_written_file() {
+        let (dir, store) = tmp_store("atomic");
+        let small = SessionRecord::new("big", "default");
+        let mut big = small.clone();
+        big.env_names = (0..500).map(|i| format!("VARIABLE_NUMBER_{i}")).collect();
+        store.save(&small).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u32;
+                while !done.load(Ordering::Acquire) || reads == 0 {
+                    let rec = store.get("big").expect("every read parses");
+                    assert!(rec.env_names.is_empty() || rec.env_names.len() == 500);
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        for i in 0..60 {
+            store.save(if i % 2 == 0 { &big } else { &small }).unwrap();
+        }
+        done.store(true, Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn records_from_settings_round_trip() {
         let (dir, store) = tmp_store("settings");
         let (l, _) = crate::config::layer::parse_layer(
