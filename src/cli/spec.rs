@@ -470,13 +470,16 @@ fn flag_column(f: &FlagSpec) -> String {
     s
 }
 
-fn render_flags(out: &mut String, flags: &[&FlagSpec]) {
-    let width = flags
+fn column_width(flags: &[&FlagSpec]) -> usize {
+    flags
         .iter()
         .map(|f| flag_column(f).len())
         .max()
         .unwrap_or(0)
-        + 2;
+        + 2
+}
+
+fn render_flags(out: &mut String, flags: &[&FlagSpec], width: usize) {
     for f in flags {
         let col = flag_column(f);
         out.push_str(&format!("{col:<width$}{}\n", f.help));
@@ -508,7 +511,7 @@ Usage:\n  kubectl kodama COMMAND [NAME] [flags]\n",
     }
     out.push_str("\nGlobal flags (before or after the command):\n");
     let globals: Vec<&FlagSpec> = GLOBAL_FLAGS.iter().collect();
-    render_flags(&mut out, &globals);
+    render_flags(&mut out, &globals, column_width(&globals));
     out.push_str(
         "\nExamples:\n  kubectl kodama start my-work --repo https://github.com/org/app\n  kubectl kodama attach my-work\n  kubectl kodama list\n  kubectl kodama delete my-work\n\n\
 Configuration: ~/.kodama/config.yaml (or $KODAMA_CONFIG_DIR/config.yaml) and .kodama.yaml in your repository.\n\
@@ -532,13 +535,14 @@ pub fn command_help(c: &CommandSpec) -> String {
         out.push_str(&format!("\nAliases:\n  {}\n", c.aliases.join(", ")));
     }
     let flags: Vec<&FlagSpec> = c.flags.iter().flat_map(|g| g.iter()).collect();
+    let globals: Vec<&FlagSpec> = GLOBAL_FLAGS.iter().collect();
+    let width = column_width(&flags).max(column_width(&globals));
     if !flags.is_empty() {
         out.push_str("\nFlags:\n");
-        render_flags(&mut out, &flags);
+        render_flags(&mut out, &flags, width);
     }
     out.push_str("\nGlobal flags:\n");
-    let globals: Vec<&FlagSpec> = GLOBAL_FLAGS.iter().collect();
-    render_flags(&mut out, &globals);
+    render_flags(&mut out, &globals, width);
     if !c.examples.is_empty() {
         out.push_str(&format!("\nExamples:\n{}\n", c.examples));
     }
