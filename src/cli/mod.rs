@@ -452,7 +452,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Invocation> {
                 }
             }
             lexopt::Arg::Long(l) => {
-                let l = l.to_string();
+                // kubectl spells its verbosity flag --v; accept it too.
+                let l = if l == "v" {
+                    "verbose".to_string()
+                } else {
+                    l.to_string()
+                };
                 if l == "version" && cmd.is_none() {
                     return Ok(Invocation {
                         global,

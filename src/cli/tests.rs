@@ -126,6 +126,7 @@ fn global_flags_before_or_after_the_command() {
     assert_eq!(ok("-v -v list").global.verbosity, 2);
     assert_eq!(ok("-v=6 list").global.verbosity, 6);
     assert_eq!(ok("--verbose=4 list").global.verbosity, 4);
+    assert_eq!(ok("list --v=5").global.verbosity, 5);
     assert_eq!(
         ok("list --request-timeout 0").global.request_timeout,
         Some(Duration::ZERO)

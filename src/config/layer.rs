@@ -1161,6 +1161,27 @@ mod tests {
     }
 
     #[test]
+    fn hostile_yaml_is_an_error_not_a_panic() {
+        let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+        let deep_map = "a:\n".repeat(2000);
+        for text in [
+            deep.as_str(),
+            deep_map.as_str(),
+            "\0",
+            "a: *undefined\n",
+            "a: &x [*x]\nb: *x\n",
+            "defaults: !!binary AAAA\n",
+            "\tdefaults:\n\t\timage: x\n",
+            "defaults:\n  image: x\ndefaults:\n  image: y\n",
+            "? [a, b]\n: c\n",
+            "---\na: 1\n---\nb: 2\n",
+        ] {
+            let r = std::panic::catch_unwind(|| parse(text));
+            assert!(r.is_ok(), "panicked on {:?}", &text[..text.len().min(40)]);
+        }
+    }
+
+    #[test]
     fn yaml_error_carries_a_line() {
         let err = parse("defaults:\n  a: 1\n b: [\n").unwrap_err();
         match err {
