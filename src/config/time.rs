@@ -1,0 +1,181 @@
+//! RFC 3339 timestamps (UTC, whole seconds) for session files and a kubectl-style age ("5m", "3d").
+//! No calendar crate: the civil-date conversion is the standard days-from-epoch algorithm.
+//!
+//! May import: std.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Now, as `2025-01-15T14:30:00Z`.
+pub fn now_rfc3339() -> String {
+    format_rfc3339(SystemTime::now())
+}
+
+/// Format a time as `YYYY-MM-DDTHH:MM:SSZ` (UTC; times before 1970 clamp to the epoch).
+pub fn format_rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; None when malformed.
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if b[13] != b':'
+        || b[16] != b':'
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&d)
+        || h > 23
+        || mi > 59
+        || se > 60
+    {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 {
+            return None;
+        }
+        rest = &r[n..];
+    }
+    let offset: i64 = match rest {
+        "Z" | "z" => 0,
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && &rest[3..4] == ":" =>
+        {
+            let oh: i64 = rest[1..3].parse().ok()?;
+            let om: i64 = rest[4..6].parse().ok()?;
+            let o = oh * 3600 + om * 60;
+            if rest.starts_with('-') {
+                -o
+            } else {
+                o
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// kubectl-style age: 45s, 5m, 3h, 2d (and 2d3h under a week, like kubectl's short form).
+pub fn format_age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => {
+            let h = s / 3600;
+            let m = (s % 3600) / 60;
+            if h < 8 && m > 0 {
+                format!("{h}h{m}m")
+            } else {
+                format!("{h}h")
+            }
+        }
+        _ => {
+            let days = s / 86_400;
+            let h = (s % 86_400) / 3600;
+            if days < 8 && h > 0 {
+                format!("{days}d{h}h")
+            } else {
+                format!("{days}d")
+            }
+        }
+    }
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2025-01-15T14:30:00Z",
+            "2000-02-29T23:59:59Z",
+            "2100-12-31T00:00:01Z",
+        ] {
+            let t = parse_rfc3339(s).unwrap_or_else(|| panic!("{s}"));
+            assert_eq!(format_rfc3339(t), s);
+        }
+        let t = parse_rfc3339("2025-01-15T15:30:00.123+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2025-01-15T14:30:00Z");
+        assert_eq!(
+            parse_rfc3339("2025-01-15T14:30:00Z")
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            1_736_951_400
+        );
+        for bad in [
+            "",
+            "2025-01-15",
+            "2025-13-01T00:00:00Z",
+            "2025-01-15T14:30:00",
+            "x025-01-15T14:30:00Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(format_age(Duration::from_secs(5)), "5s");
+        assert_eq!(format_age(Duration::from_secs(300)), "5m");
+        assert_eq!(format_age(Duration::from_secs(3 * 3600 + 600)), "3h10m");
+        assert_eq!(format_age(Duration::from_secs(10 * 3600)), "10h");
+        assert_eq!(format_age(Duration::from_secs(2 * 86_400 + 3600)), "2d1h");
+        assert_eq!(format_age(Duration::from_secs(30 * 86_400)), "30d");
+    }
+}
