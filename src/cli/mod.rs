@@ -8,8 +8,6 @@
 //!
 //! May import: error, config (plain option types, quantities, name rules). Never kube types.
 
-// `Error` is deliberately rich (API status, causes, hints) and only travels on cold paths.
-#![allow(clippy::result_large_err)]
 
 pub mod spec;
 

@@ -5,8 +5,6 @@
 //!
 //! May import: error, secret, std, serde, yaml_serde, libc (flock in `store` only).
 
-// `Error` is deliberately rich (API status, causes, hints) and only travels on cold paths.
-#![allow(clippy::result_large_err)]
 
 pub mod duration;
 pub mod layer;

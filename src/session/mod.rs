@@ -7,8 +7,6 @@
 //! May import: everything below it (cli's plain argument types, config, kube, manifest, envfile, git,
 //! sync, agent, run, term, remote, secret, error).
 
-// `Error` is deliberately rich (API status, causes, hints) and only travels on cold paths.
-#![allow(clippy::result_large_err)]
 
 use std::io::Write;
 
