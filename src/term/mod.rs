@@ -77,6 +77,35 @@ pub fn set_window_size(fd: RawFd, cols: u16, rows: u16) -> io::Result<()> {
     Ok(())
 }
 
+/// Open a new pseudo-terminal pair (master, slave). Used by tests of interactive sessions.
+pub fn open_pty() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    // SAFETY: openpty writes two descriptors through the pointers to our locals; name, termios and
+    // winsize are optional and passed as null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openpty succeeded, so both descriptors are open and owned by nobody else.
+    let pair = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    };
+    Ok(pair)
+}
+
 /// A snapshot of a terminal's settings, comparable for equality (tests check restoration with it).
 #[derive(Clone, Copy)]
 pub struct TermSettings(libc::termios);

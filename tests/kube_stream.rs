@@ -1,0 +1,302 @@
+//! Exec, logs and port-forward against an in-test API server (tests/kube_stream_support).
+
+mod kube_stream_support;
+
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kodama::kube::exec::{ExecProcess, ExecRequest, StdinEof};
+use kodama::kube::ws::codec::Protocol;
+use kodama::kube::ws::session::SessionConfig;
+use kodama::kube::ws::{Dialer, TcpDialer, WsTransport};
+use kodama::remote::{Remote, RemoteProcess};
+use kodama::secret::Secret;
+use kube_stream_support::Server;
+
+fn req(cmd: &[&str]) -> ExecRequest {
+    ExecRequest::new(
+        "dev",
+        "web",
+        &cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    )
+}
+
+fn dialer(s: &Server) -> TcpDialer {
+    TcpDialer::new(s.addr)
+}
+
+/// A `Remote` over our exec, as `session` will build it.
+struct ExecRemote(TcpDialer);
+
+impl Remote for ExecRemote {
+    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn RemoteProcess>> {
+        let p = ExecProcess::spawn(&self.0, &ExecRequest::new("dev", "web", argv))?;
+        Ok(Box::new(p))
+    }
+}
+
+#[test]
+fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
+    let s = Server::start(true);
+    let r = ExecRemote(dialer(&s));
+    let out = r
+        .run(&["cat".into()], b"hello\nworld\n")
+        .expect("run cat");
+    assert_eq!(out.code, 0);
+    assert_eq!(out.stdout, b"hello\nworld\n");
+    assert_eq!(*s.state.protocol_header_counts.lock().expect("lock"), vec![1]);
+    let target = s.state.requests.lock().expect("lock")[0].clone();
+    assert_eq!(
+        target,
+        "/api/v1/namespaces/dev/pods/web/exec?command=cat&stdin=true&stdout=true&stderr=true&tty=false"
+    );
+}
+
+#[test]
+fn exit_codes_0_1_42_and_stderr() {
+    let s = Server::start(true);
+    let r = ExecRemote(dialer(&s));
+    for code in [0, 1, 42] {
+        let out = r
+            .run(&["exit".into(), code.to_string()], b"")
+            .expect("run exit");
+        assert_eq!(out.code, code);
+    }
+    let out = r.run(&["both".into()], b"").expect("run both");
+    assert_eq!((out.code, out.stdout_str().as_str(), out.stderr_str().as_str()), (3, "out", "err"));
+}
+
+#[test]
+fn binary_safe_100_mb_round_trip_with_checksum() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut p = ExecProcess::spawn(&d, &req(&["cat"])).expect("spawn");
+    assert_eq!(p.protocol(), Protocol::V5);
+    let mut stdin = p.take_stdin().expect("stdin");
+    let mut stdout = p.take_stdout().expect("stdout");
+    const TOTAL: usize = 100 << 20;
+    // A simple non-cryptographic checksum over a byte pattern that covers every byte value.
+    fn fold(sum: u64, data: &[u8]) -> u64 {
+        data.iter()
+            .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)))
+    }
+    let writer = std::thread::spawn(move || {
+        let mut sum = 0u64;
+        let mut block = vec![0u8; 1 << 20];
+        let mut x: u32 = 12345;
+        for _ in 0..TOTAL / block.len() {
+            for b in block.iter_mut() {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                *b = (x >> 16) as u8;
+            }
+            sum = fold(sum, &block);
+            stdin.write_all(&block).expect("write stdin");
+        }
+        drop(stdin);
+        sum
+    });
+    let mut sum = 0u64;
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = stdout.read(&mut buf).expect("read stdout");
+        if k == 0 {
+            break;
+        }
+        sum = fold(sum, &buf[..k]);
+        n += k;
+    }
+    let want = writer.join().expect("writer");
+    assert_eq!(n, TOTAL);
+    assert_eq!(sum, want);
+    assert_eq!(Box::new(p).wait().expect("wait"), 0);
+}
+
+#[test]
+fn v4_only_server_falls_back_and_refuses_stdin_eof_dependent_commands() {
+    let s = Server::start(false);
+    let d = dialer(&s);
+    let err = ExecProcess::spawn(&d, &req(&["cat"]))
+        .err()
+        .expect("v4 + stdin EOF must be refused");
+    let text = err.to_string();
+    assert!(text.contains("v4.channel.k8s.io") && text.contains("end of stdin"), "{text}");
+    assert!(err.hint().expect("hint").contains("1.30"));
+
+    // A self-delimiting command works over v4.
+    let mut r = req(&["headc", "5"]);
+    r.stdin_eof = StdinEof::NotNeeded;
+    let mut p = ExecProcess::spawn(&d, &r).expect("spawn v4");
+    assert_eq!(p.protocol(), Protocol::V4);
+    let mut stdin = p.take_stdin().expect("stdin");
+    stdin.write_all(b"abcdeXYZ").expect("write");
+    drop(stdin);
+    let mut out = Vec::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    assert_eq!(out, b"abcde");
+    assert_eq!(Box::new(p).wait().expect("wait"), 0);
+
+    // Exit codes over v4 too.
+    let mut r = req(&["exit", "42"]);
+    r.stdin = false;
+    let p = ExecProcess::spawn(&d, &r).expect("spawn");
+    assert_eq!(p.wait_code().expect("wait"), 42);
+}
+
+#[test]
+fn non_101_status_becomes_an_api_error() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["cat"]);
+    r.pod = "missing".into();
+    let err = ExecProcess::spawn(&d, &r).err().expect("404");
+    assert!(err.is_not_found(), "{err}");
+    assert!(err.to_string().contains("pods \"missing\" not found"), "{err}");
+}
+
+#[test]
+fn empty_403_is_reported_as_a_subprotocol_mismatch() {
+    // A port-forward-only v4 endpoint would not matter here: offer only v5 to a v4 server by hand.
+    let s = Server::start(false);
+    let d = dialer(&s);
+    let err = kodama::kube::ws::http::upgrade(&d, "/api/v1/namespaces/dev/pods/web/exec?command=cat", &[Protocol::V5])
+        .err()
+        .expect("403");
+    assert!(err.to_string().contains("none of the subprotocols"), "{err}");
+}
+
+struct Refreshing {
+    inner: TcpDialer,
+    refreshed: AtomicUsize,
+}
+
+impl Dialer for Refreshing {
+    fn connect(&self) -> kodama::Result<Box<dyn WsTransport>> {
+        self.inner.connect()
+    }
+    fn url_for(&self, p: &str) -> String {
+        self.inner.url_for(p)
+    }
+    fn auth_headers(&self) -> kodama::Result<Vec<(String, Secret)>> {
+        let tok = if self.refreshed.load(Ordering::SeqCst) > 0 {
+            "fresh"
+        } else {
+            "stale"
+        };
+        Ok(vec![("Authorization".into(), Secret::new(format!("Bearer {tok}")))])
+    }
+    fn refresh_after_unauthorized(&self) -> kodama::Result<bool> {
+        self.refreshed.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+}
+
+#[test]
+fn unauthorized_is_retried_once_after_refresh() {
+    let s = Server::start(true);
+    *s.state.token.lock().expect("lock") = Some("fresh".into());
+    let d = Refreshing {
+        inner: dialer(&s),
+        refreshed: AtomicUsize::new(0),
+    };
+    let mut r = req(&["exit", "1"]);
+    r.stdin = false;
+    let p = ExecProcess::spawn(&d, &r).expect("spawn after refresh");
+    assert_eq!(p.wait_code().expect("wait"), 1);
+    assert_eq!(d.refreshed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        *s.state.auth_seen.lock().expect("lock"),
+        vec!["Bearer stale".to_string(), "Bearer fresh".to_string()]
+    );
+
+    // A second 401 is an error, not a loop.
+    s.state.unauthorized.store(5, Ordering::SeqCst);
+    let err = ExecProcess::spawn(&d, &r).err().expect("401");
+    assert_eq!(err.api().expect("api").code, 401, "{err}");
+    assert_eq!(d.refreshed.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn container_not_running_and_dropped_streams_are_clear_errors() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["notrunning"]);
+    r.stdin = false;
+    let p = ExecProcess::spawn(&d, &r).expect("spawn");
+    let err = p.wait_code().expect_err("not running");
+    assert!(err.to_string().contains("container is not running"), "{err}");
+    assert!(err.hint().expect("hint").contains("describe pod"));
+
+    let mut r = req(&["dropped"]);
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&d, &r).expect("spawn");
+    let mut out = Vec::new();
+    let read = p.take_stdout().expect("stdout").read_to_end(&mut out);
+    assert_eq!(out, b"partial");
+    assert!(read.is_err(), "a lost stream must not look like EOF");
+    let err = p.wait_code().expect_err("no status");
+    assert!(err.to_string().contains("without reporting an exit status"), "{err}");
+}
+
+#[test]
+fn silent_server_fails_after_the_silence_limit() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["silent"]);
+    r.stdin = false;
+    let config = SessionConfig {
+        ping_interval: Duration::from_millis(100),
+        silence_limit: Duration::from_millis(600),
+        ..Default::default()
+    };
+    let p = ExecProcess::spawn_with(&d, &r, config).expect("spawn");
+    let started = std::time::Instant::now();
+    let err = p.wait_code().expect_err("dead peer");
+    assert!(err.to_string().contains("no answer to pings"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn session_thread_panic_is_an_error_not_a_hang() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["both"]);
+    r.stdin = false;
+    let config = SessionConfig {
+        panic_on_stream: Some(2),
+        ..Default::default()
+    };
+    let mut p = ExecProcess::spawn_with(&d, &r, config).expect("spawn");
+    let mut out = Vec::new();
+    let read = p.take_stdout().expect("stdout").read_to_end(&mut out);
+    assert!(read.is_err());
+    let err = p.wait_code().expect_err("panic");
+    assert!(err.to_string().contains("panicked"), "{err}");
+}
+
+#[test]
+fn dropping_a_process_mid_stream_stops_its_thread() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut p = ExecProcess::spawn(&d, &req(&["cat"])).expect("spawn");
+    let mut stdin = p.take_stdin().expect("stdin");
+    stdin.write_all(b"x").expect("write");
+    // Dropping the process aborts and joins the socket thread; the writer then fails cleanly.
+    drop(p);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut failed = false;
+    while std::time::Instant::now() < deadline {
+        if stdin.write_all(b"y").is_err() {
+            failed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(failed, "writes after the session ended must fail");
+    let _ = Arc::new(());
+}
