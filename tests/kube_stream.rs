@@ -300,3 +300,67 @@ fn dropping_a_process_mid_stream_stops_its_thread() {
     assert!(failed, "writes after the session ended must fail");
     let _ = Arc::new(());
 }
+
+mod logs {
+    use super::*;
+    use kodama::kube::logs::{stream_logs, DialerGet, LogOptions};
+
+    #[test]
+    fn logs_stream_chunked_body_with_options() {
+        let s = Server::start(true);
+        let d = dialer(&s);
+        let mut out = Vec::new();
+        let o = LogOptions {
+            container: Some("main".into()),
+            follow: true,
+            tail_lines: Some(4),
+            timestamps: true,
+            ..Default::default()
+        };
+        stream_logs(&DialerGet(&d), "dev", "web", &o, &mut out).expect("logs");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "2026-11-30T00:00:00Z line 0\n2026-11-30T00:00:01Z line 1\n2026-11-30T00:00:02Z line 2\n2026-11-30T00:00:03Z line 3\n"
+        );
+        assert_eq!(
+            s.state.requests.lock().expect("lock")[0],
+            "/api/v1/namespaces/dev/pods/web/log?container=main&follow=true&tailLines=4&timestamps=true"
+        );
+    }
+
+    #[test]
+    fn logs_retry_while_waiting_to_start_then_stream() {
+        let s = Server::start(true);
+        s.state.log_waits.store(2, Ordering::SeqCst);
+        let d = dialer(&s);
+        let mut out = Vec::new();
+        let o = LogOptions {
+            wait_for_start: Duration::from_secs(30),
+            ..Default::default()
+        };
+        stream_logs(&DialerGet(&d), "dev", "starting", &o, &mut out).expect("logs");
+        assert_eq!(out, b"line 0\nline 1\nline 2\n");
+        assert_eq!(s.state.requests.lock().expect("lock").len(), 3);
+    }
+
+    #[test]
+    fn logs_give_up_at_the_deadline_with_the_server_reason() {
+        let s = Server::start(true);
+        let d = dialer(&s);
+        let o = LogOptions {
+            wait_for_start: Duration::from_millis(700),
+            ..Default::default()
+        };
+        let err = stream_logs(&DialerGet(&d), "dev", "neverstarts", &o, &mut Vec::new())
+            .expect_err("deadline");
+        let text = err.to_string();
+        assert!(text.contains("is waiting to start: ContainerCreating"), "{text}");
+        assert!(text.contains("reading the logs of pod dev/neverstarts"), "{text}");
+        let n = s.state.requests.lock().expect("lock").len();
+        assert!((2..=4).contains(&n), "{n} attempts");
+
+        let err = stream_logs(&DialerGet(&d), "dev", "missing", &LogOptions::default(), &mut Vec::new())
+            .expect_err("404");
+        assert!(err.is_not_found());
+    }
+}

@@ -487,9 +487,6 @@ impl Loop {
         let Some((id, mut payload)) = codec::split_message(message) else {
             return;
         };
-        if self.config.panic_on_stream == Some(id) {
-            panic!("injected fault: panic on stream {id}");
-        }
         let skip = &mut self.skip[id as usize];
         if *skip > 0 {
             let n = (*skip).min(payload.len());
@@ -499,6 +496,9 @@ impl Loop {
         if payload.is_empty() {
             // The "ready" message, or a fully skipped prefix.
             return;
+        }
+        if self.config.panic_on_stream == Some(id) {
+            panic!("injected fault: panic on stream {id}");
         }
         if self.spec.status.is_some_and(|(s, _)| s == id) {
             // Bound the status buffer: a status is small; garbage must not eat memory.
