@@ -41,12 +41,13 @@ impl Remote for ExecRemote {
 fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
     let s = Server::start(true);
     let r = ExecRemote(dialer(&s));
-    let out = r
-        .run(&["cat".into()], b"hello\nworld\n")
-        .expect("run cat");
+    let out = r.run(&["cat".into()], b"hello\nworld\n").expect("run cat");
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout, b"hello\nworld\n");
-    assert_eq!(*s.state.protocol_header_counts.lock().expect("lock"), vec![1]);
+    assert_eq!(
+        *s.state.protocol_header_counts.lock().expect("lock"),
+        vec![1]
+    );
     let target = s.state.requests.lock().expect("lock")[0].clone();
     assert_eq!(
         target,
@@ -65,7 +66,14 @@ fn exit_codes_0_1_42_and_stderr() {
         assert_eq!(out.code, code);
     }
     let out = r.run(&["both".into()], b"").expect("run both");
-    assert_eq!((out.code, out.stdout_str().as_str(), out.stderr_str().as_str()), (3, "out", "err"));
+    assert_eq!(
+        (
+            out.code,
+            out.stdout_str().as_str(),
+            out.stderr_str().as_str()
+        ),
+        (3, "out", "err")
+    );
 }
 
 #[test]
@@ -122,7 +130,10 @@ fn v4_only_server_falls_back_and_refuses_stdin_eof_dependent_commands() {
         .err()
         .expect("v4 + stdin EOF must be refused");
     let text = err.to_string();
-    assert!(text.contains("v4.channel.k8s.io") && text.contains("end of stdin"), "{text}");
+    assert!(
+        text.contains("v4.channel.k8s.io") && text.contains("end of stdin"),
+        "{text}"
+    );
     assert!(err.hint().expect("hint").contains("1.30"));
 
     // A self-delimiting command works over v4.
@@ -156,7 +167,10 @@ fn non_101_status_becomes_an_api_error() {
     r.pod = "missing".into();
     let err = ExecProcess::spawn(&d, &r).err().expect("404");
     assert!(err.is_not_found(), "{err}");
-    assert!(err.to_string().contains("pods \"missing\" not found"), "{err}");
+    assert!(
+        err.to_string().contains("pods \"missing\" not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -164,10 +178,17 @@ fn empty_403_is_reported_as_a_subprotocol_mismatch() {
     // A port-forward-only v4 endpoint would not matter here: offer only v5 to a v4 server by hand.
     let s = Server::start(false);
     let d = dialer(&s);
-    let err = kodama::kube::ws::http::upgrade(&d, "/api/v1/namespaces/dev/pods/web/exec?command=cat", &[Protocol::V5])
-        .err()
-        .expect("403");
-    assert!(err.to_string().contains("none of the subprotocols"), "{err}");
+    let err = kodama::kube::ws::http::upgrade(
+        &d,
+        "/api/v1/namespaces/dev/pods/web/exec?command=cat",
+        &[Protocol::V5],
+    )
+    .err()
+    .expect("403");
+    assert!(
+        err.to_string().contains("none of the subprotocols"),
+        "{err}"
+    );
 }
 
 struct Refreshing {
@@ -188,7 +209,10 @@ impl Dialer for Refreshing {
         } else {
             "stale"
         };
-        Ok(vec![("Authorization".into(), Secret::new(format!("Bearer {tok}")))])
+        Ok(vec![(
+            "Authorization".into(),
+            Secret::new(format!("Bearer {tok}")),
+        )])
     }
     fn refresh_after_unauthorized(&self) -> kodama::Result<bool> {
         self.refreshed.fetch_add(1, Ordering::SeqCst);
@@ -229,7 +253,10 @@ fn container_not_running_and_dropped_streams_are_clear_errors() {
     r.stdin = false;
     let p = ExecProcess::spawn(&d, &r).expect("spawn");
     let err = p.wait_code().expect_err("not running");
-    assert!(err.to_string().contains("container is not running"), "{err}");
+    assert!(
+        err.to_string().contains("container is not running"),
+        "{err}"
+    );
     assert!(err.hint().expect("hint").contains("describe pod"));
 
     let mut r = req(&["dropped"]);
@@ -240,7 +267,10 @@ fn container_not_running_and_dropped_streams_are_clear_errors() {
     assert_eq!(out, b"partial");
     assert!(read.is_err(), "a lost stream must not look like EOF");
     let err = p.wait_code().expect_err("no status");
-    assert!(err.to_string().contains("without reporting an exit status"), "{err}");
+    assert!(
+        err.to_string().contains("without reporting an exit status"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -354,13 +384,202 @@ mod logs {
         let err = stream_logs(&DialerGet(&d), "dev", "neverstarts", &o, &mut Vec::new())
             .expect_err("deadline");
         let text = err.to_string();
-        assert!(text.contains("is waiting to start: ContainerCreating"), "{text}");
-        assert!(text.contains("reading the logs of pod dev/neverstarts"), "{text}");
+        assert!(
+            text.contains("is waiting to start: ContainerCreating"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reading the logs of pod dev/neverstarts"),
+            "{text}"
+        );
         let n = s.state.requests.lock().expect("lock").len();
         assert!((2..=4).contains(&n), "{n} attempts");
 
-        let err = stream_logs(&DialerGet(&d), "dev", "missing", &LogOptions::default(), &mut Vec::new())
-            .expect_err("404");
+        let err = stream_logs(
+            &DialerGet(&d),
+            "dev",
+            "missing",
+            &LogOptions::default(),
+            &mut Vec::new(),
+        )
+        .expect_err("404");
         assert!(err.is_not_found());
+    }
+}
+
+mod port_forward {
+    use super::*;
+    use kodama::kube::portforward::{PortForwarder, PortMapping, Reporter};
+    use kube_stream_support::wait_until;
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Mutex;
+
+    /// The "pod port": echoes each connection with a prefix.
+    fn echo_server() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        match c.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                let mut out = b"echo:".to_vec();
+                                out.extend_from_slice(&buf[..n]);
+                                if c.write_all(&out).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    fn collector() -> (Reporter, Arc<Mutex<Vec<String>>>) {
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let m = Arc::clone(&msgs);
+        let r: Reporter = Arc::new(move |s: &str| m.lock().expect("lock").push(s.to_string()));
+        (r, msgs)
+    }
+
+    fn read_exact_with_deadline(c: &mut TcpStream, n: usize) -> Vec<u8> {
+        c.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = vec![0u8; n];
+        c.read_exact(&mut buf).expect("read forwarded data");
+        buf
+    }
+
+    #[test]
+    fn two_concurrent_connections_and_an_error_that_spares_the_listener() {
+        let s = Server::start(true);
+        let pod_port = echo_server();
+        let (report, msgs) = collector();
+        let d: Arc<dyn Dialer> = Arc::new(dialer(&s));
+        let fwd = PortForwarder::start(
+            Arc::clone(&d),
+            "dev",
+            "web",
+            &[PortMapping {
+                local: 0,
+                remote: pod_port,
+            }],
+            report,
+        )
+        .expect("start");
+        let (mapping, addrs) = fwd.bound()[0].clone();
+        assert_ne!(mapping.local, 0);
+        assert!(addrs.iter().any(|a| a.ip().is_loopback() && a.is_ipv4()));
+        let v4 = addrs.iter().find(|a| a.is_ipv4()).expect("v4 addr");
+
+        // Two connections open at the same time, interleaved.
+        let mut a = TcpStream::connect(v4).expect("connect a");
+        let mut b = TcpStream::connect(v4).expect("connect b");
+        a.write_all(b"from-a").expect("write a");
+        b.write_all(b"from-b").expect("write b");
+        assert_eq!(read_exact_with_deadline(&mut b, 11), b"echo:from-b");
+        assert_eq!(read_exact_with_deadline(&mut a, 11), b"echo:from-a");
+        assert!(wait_until(Duration::from_secs(20), || s
+            .state
+            .pf_open
+            .load(Ordering::SeqCst)
+            == 2));
+        a.write_all(b"again").expect("write a");
+        assert_eq!(read_exact_with_deadline(&mut a, 10), b"echo:again");
+        let targets = s.state.requests.lock().expect("lock").clone();
+        assert!(
+            targets
+                .iter()
+                .all(|t| t
+                    == &format!("/api/v1/namespaces/dev/pods/web/portforward?ports={pod_port}"))
+        );
+        // Each WebSocket offered exactly v4, in one header.
+        assert_eq!(
+            *s.state.protocol_header_counts.lock().expect("lock"),
+            vec![1, 1]
+        );
+        drop(a);
+        drop(b);
+        assert!(wait_until(Duration::from_secs(20), || s
+            .state
+            .pf_open
+            .load(Ordering::SeqCst)
+            == 0));
+
+        // A pod port nobody listens on: the error is reported, the listener survives.
+        let closed_port = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let (report2, msgs2) = collector();
+        let fwd2 = PortForwarder::start(
+            Arc::clone(&d),
+            "dev",
+            "web",
+            &[PortMapping {
+                local: 0,
+                remote: closed_port,
+            }],
+            report2,
+        )
+        .expect("start 2");
+        let addr2 = fwd2.bound()[0].1[0];
+        for _ in 0..2 {
+            let mut c = TcpStream::connect(addr2).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let mut buf = Vec::new();
+            let _ = c.read_to_end(&mut buf);
+            assert!(buf.is_empty());
+        }
+        assert!(wait_until(Duration::from_secs(20), || msgs2
+            .lock()
+            .expect("lock")
+            .len()
+            == 2));
+        let m = msgs2.lock().expect("lock")[0].clone();
+        assert!(
+            m.contains("error forwarding port") && m.contains(&closed_port.to_string()),
+            "{m}"
+        );
+        fwd2.stop();
+        fwd.stop();
+        assert!(
+            msgs.lock().expect("lock").is_empty(),
+            "{:?}",
+            msgs.lock().expect("lock")
+        );
+        // Stopped listeners refuse connections.
+        assert!(TcpStream::connect(addr2).is_err());
+    }
+
+    #[test]
+    fn a_taken_local_port_is_a_clear_error() {
+        let s = Server::start(true);
+        let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        let (report, _) = collector();
+        let err = PortForwarder::start(
+            Arc::new(dialer(&s)),
+            "dev",
+            "web",
+            &[PortMapping {
+                local: port,
+                remote: 80,
+            }],
+            report,
+        )
+        .err()
+        .expect("taken");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
     }
 }

@@ -62,14 +62,27 @@ fn tty_exec_and_attach_restore_the_terminal_on_every_path() {
         run_interactive_on(&d, &r, terminal, SessionConfig::default())
     });
     assert!(
-        wait_until(LIMIT, || s.state.resizes.lock().expect("lock").contains(&(100, 30))),
+        wait_until(LIMIT, || s
+            .state
+            .resizes
+            .lock()
+            .expect("lock")
+            .contains(&(100, 30))),
         "initial window size was not sent"
     );
-    assert!(TermSettings::get(sl).expect("tcgetattr").is_raw(), "raw mode during the session");
+    assert!(
+        TermSettings::get(sl).expect("tcgetattr").is_raw(),
+        "raw mode during the session"
+    );
     term::set_window_size(sl, 120, 40).expect("resize");
     signal_hook::low_level::raise(libc::SIGWINCH).expect("raise SIGWINCH");
     assert!(
-        wait_until(LIMIT, || s.state.resizes.lock().expect("lock").contains(&(120, 40))),
+        wait_until(LIMIT, || s
+            .state
+            .resizes
+            .lock()
+            .expect("lock")
+            .contains(&(120, 40))),
         "SIGWINCH resize was not sent: {:?}",
         s.state.resizes.lock().expect("lock")
     );
@@ -77,13 +90,22 @@ fn tty_exec_and_attach_restore_the_terminal_on_every_path() {
     let echoed = read_master_until(m, b"hello\x03");
     assert!(echoed.ends_with(b"hello\x03"), "{echoed:?}");
     assert!(
-        wait_until(LIMIT, || s.state.tty_input.lock().expect("lock").ends_with(b"hello\x03")),
+        wait_until(LIMIT, || s
+            .state
+            .tty_input
+            .lock()
+            .expect("lock")
+            .ends_with(b"hello\x03")),
         "Ctrl-C must reach the remote as a byte"
     );
     write_master(m, b"q");
     let code = worker.join().expect("join").expect("interactive exec");
     assert_eq!(code, 42);
-    assert_eq!(TermSettings::get(sl).expect("tcgetattr"), before, "terminal restored");
+    assert_eq!(
+        TermSettings::get(sl).expect("tcgetattr"),
+        before,
+        "terminal restored"
+    );
 
     // 2. The socket thread panics mid-session: an error, no hang, terminal restored.
     s.state.resizes.lock().expect("lock").clear();
@@ -97,15 +119,26 @@ fn tty_exec_and_attach_restore_the_terminal_on_every_path() {
         };
         run_interactive_on(&d, &r, terminal, config)
     });
-    assert!(wait_until(LIMIT, || !s.state.resizes.lock().expect("lock").is_empty()));
-    assert!(wait_until(LIMIT, || TermSettings::get(sl).expect("tcgetattr").is_raw()));
+    assert!(wait_until(LIMIT, || !s
+        .state
+        .resizes
+        .lock()
+        .expect("lock")
+        .is_empty()));
+    assert!(wait_until(LIMIT, || TermSettings::get(sl)
+        .expect("tcgetattr")
+        .is_raw()));
     write_master(m, b"boom");
     let err = worker
         .join()
         .expect("join")
         .expect_err("panic must be an error");
     assert!(err.to_string().contains("panicked"), "{err}");
-    assert_eq!(TermSettings::get(sl).expect("tcgetattr"), before, "restored after panic");
+    assert_eq!(
+        TermSettings::get(sl).expect("tcgetattr"),
+        before,
+        "restored after panic"
+    );
 
     // 3. Attach sends size+1 then the real size (redraw), and exits with the remote code.
     s.state.resizes.lock().expect("lock").clear();
@@ -120,7 +153,13 @@ fn tty_exec_and_attach_restore_the_terminal_on_every_path() {
         };
         attach_on(&d, &r, terminal, SessionConfig::default())
     });
-    assert!(wait_until(LIMIT, || s.state.resizes.lock().expect("lock").len() >= 2));
+    assert!(wait_until(LIMIT, || s
+        .state
+        .resizes
+        .lock()
+        .expect("lock")
+        .len()
+        >= 2));
     assert_eq!(
         s.state.resizes.lock().expect("lock")[..2],
         [(121, 41), (120, 40)]

@@ -98,7 +98,10 @@ impl ExecRequest {
     fn describe(&self) -> String {
         format!(
             "exec {:?} in pod {}/{}",
-            self.command.first().map(|s| term::sanitize_for_tty(s)).unwrap_or_default(),
+            self.command
+                .first()
+                .map(|s| term::sanitize_for_tty(s))
+                .unwrap_or_default(),
             self.namespace,
             self.pod
         )
@@ -430,7 +433,9 @@ pub(crate) fn run_terminal(
         return Err(Error::Interrupted);
     }
     if input_result.is_err() {
-        return Err(Error::msg(format!("{what}: the terminal input thread panicked")));
+        return Err(Error::msg(format!(
+            "{what}: the terminal input thread panicked"
+        )));
     }
     if let Some(Err(_)) = err_result {
         return Err(Error::msg(format!("{what}: the stderr thread panicked")));
@@ -501,7 +506,10 @@ fn input_loop(l: InputLoop) {
                         let _ = l.tx.send(Outgoing::CloseStream(codec::STDIN));
                     }
                     Ok(n) => {
-                        if l.tx.send(Outgoing::Data(codec::STDIN, buf[..n].to_vec())).is_err() {
+                        if l.tx
+                            .send(Outgoing::Data(codec::STDIN, buf[..n].to_vec()))
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -538,7 +546,11 @@ mod tests {
         let mut r = ExecRequest::new(
             "dev",
             "kodama-x",
-            &["sh".into(), "-c".into(), "echo 'a b' && rm -rf $HOME".into()],
+            &[
+                "sh".into(),
+                "-c".into(),
+                "echo 'a b' && rm -rf $HOME".into(),
+            ],
         );
         r.container = Some("main".into());
         assert_eq!(

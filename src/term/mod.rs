@@ -13,6 +13,9 @@
 //!
 //! May import: error.
 
+// See kube/mod.rs: our `Error` is large by design of error.rs.
+#![allow(clippy::result_large_err)]
+
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -336,9 +339,8 @@ impl SignalPipe {
             .map_err(|e| Error::io("", e).context("creating a signal pipe"))?;
         read.set_nonblocking(true)
             .map_err(|e| Error::io("", e).context("creating a signal pipe"))?;
-        let id = signal_hook::low_level::pipe::register(signal, write).map_err(|e| {
-            Error::io("", e).context(format!("watching signal {signal}"))
-        })?;
+        let id = signal_hook::low_level::pipe::register(signal, write)
+            .map_err(|e| Error::io("", e).context(format!("watching signal {signal}")))?;
         let flag = Arc::new(AtomicBool::new(false));
         let flag_id = match signal_hook::flag::register(signal, Arc::clone(&flag)) {
             Ok(i) => i,

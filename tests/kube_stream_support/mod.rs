@@ -163,7 +163,9 @@ fn status_json(code: u16, reason: &str, message: &str) -> String {
 }
 
 fn handle(mut s: TcpStream, st: Arc<State>) {
-    let Some(head) = read_head(&mut s) else { return };
+    let Some(head) = read_head(&mut s) else {
+        return;
+    };
     st.requests.lock().expect("lock").push(head.target.clone());
     if let Some(a) = head.header("authorization") {
         st.auth_seen.lock().expect("lock").push(a.to_string());
@@ -173,12 +175,20 @@ fn handle(mut s: TcpStream, st: Arc<State>) {
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
-        respond(&mut s, 401, &status_json(401, "Unauthorized", "Unauthorized"));
+        respond(
+            &mut s,
+            401,
+            &status_json(401, "Unauthorized", "Unauthorized"),
+        );
         return;
     }
     if let Some(t) = st.token.lock().expect("lock").clone() {
         if head.header("authorization") != Some(&format!("Bearer {t}")) {
-            respond(&mut s, 401, &status_json(401, "Unauthorized", "Unauthorized"));
+            respond(
+                &mut s,
+                401,
+                &status_json(401, "Unauthorized", "Unauthorized"),
+            );
             return;
         }
     }
@@ -186,7 +196,15 @@ fn handle(mut s: TcpStream, st: Arc<State>) {
     let parts: Vec<&str> = path.split('/').collect();
     // /api/v1/namespaces/{ns}/pods/{pod}/{sub}
     if parts.len() != 8 || parts[3] != "namespaces" || parts[5] != "pods" {
-        respond(&mut s, 404, &status_json(404, "NotFound", "the server could not find the requested resource"));
+        respond(
+            &mut s,
+            404,
+            &status_json(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ),
+        );
         return;
     }
     let pod = parts[6].to_string();

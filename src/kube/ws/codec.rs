@@ -130,7 +130,9 @@ pub fn decode_exit(status: &[u8]) -> Result<i32> {
     let text = text.trim();
     if text.is_empty() {
         return Err(Error::Transport {
-            message: "the exec stream closed without reporting an exit status; output may be truncated".into(),
+            message:
+                "the exec stream closed without reporting an exit status; output may be truncated"
+                    .into(),
             hint: Some("the connection to the API server or the node was lost; try again".into()),
         });
     }

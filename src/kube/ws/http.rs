@@ -302,7 +302,10 @@ impl Read for BodyReader {
                     let line = self.read_line()?;
                     let size = line.split(';').next().unwrap_or("").trim();
                     let size = u64::from_str_radix(size, 16).map_err(|_| {
-                        io::Error::new(io::ErrorKind::InvalidData, "bad chunk size in response body")
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "bad chunk size in response body",
+                        )
                     })?;
                     if size == 0 {
                         // Trailers up to the empty line.
@@ -509,7 +512,10 @@ mod tests {
         let raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Protocol: v4.channel.k8s.io\r\n\r\n\x82\x01\x01";
         let (head, left) = read_head(&mut &raw[..]).expect("head");
         assert_eq!(head.status, 101);
-        assert_eq!(head.header("sec-websocket-protocol"), Some("v4.channel.k8s.io"));
+        assert_eq!(
+            head.header("sec-websocket-protocol"),
+            Some("v4.channel.k8s.io")
+        );
         assert_eq!(left, b"\x82\x01\x01");
         assert!(read_head(&mut &b"SSH-2.0-x\r\n\r\n"[..]).is_err());
         assert!(read_head(&mut &b"HTTP/1.1 200 OK\r\n"[..]).is_err());
@@ -553,14 +559,27 @@ mod tests {
 
     #[test]
     fn body_framing_table() {
-        assert_eq!(body("Content-Length: 5\r\n", b"he", b"lloEXTRA").expect("len"), b"hello");
         assert_eq!(
-            body("Transfer-Encoding: chunked\r\n", b"5\r\nhel", b"lo\r\n3;x=y\r\n wo\r\n0\r\nT: 1\r\n\r\nJUNK")
-                .expect("chunked"),
+            body("Content-Length: 5\r\n", b"he", b"lloEXTRA").expect("len"),
+            b"hello"
+        );
+        assert_eq!(
+            body(
+                "Transfer-Encoding: chunked\r\n",
+                b"5\r\nhel",
+                b"lo\r\n3;x=y\r\n wo\r\n0\r\nT: 1\r\n\r\nJUNK"
+            )
+            .expect("chunked"),
             b"hello wo"
         );
-        assert_eq!(body("", b"all ", b"until close").expect("close"), b"all until close");
-        assert_eq!(body("Content-Length: 0\r\n", b"", b"x").expect("empty"), b"");
+        assert_eq!(
+            body("", b"all ", b"until close").expect("close"),
+            b"all until close"
+        );
+        assert_eq!(
+            body("Content-Length: 0\r\n", b"", b"x").expect("empty"),
+            b""
+        );
         assert!(body("Content-Length: 10\r\n", b"", b"short").is_err());
         assert!(body("Transfer-Encoding: chunked\r\n", b"", b"zz\r\n").is_err());
         assert!(body("Transfer-Encoding: chunked\r\n", b"", b"5\r\nab").is_err());

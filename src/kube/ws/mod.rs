@@ -148,13 +148,19 @@ pub fn percent_encode(s: &str) -> String {
 pub fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('%') {
         return Err(Error::usage(
-            format!("invalid {what} name {:?}", crate::term::sanitize_for_tty(name)),
+            format!(
+                "invalid {what} name {:?}",
+                crate::term::sanitize_for_tty(name)
+            ),
             Some("Kubernetes names are lowercase letters, digits, '-' and '.'".into()),
         ));
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(Error::usage(
-            format!("invalid {what} name {:?}", crate::term::sanitize_for_tty(name)),
+            format!(
+                "invalid {what} name {:?}",
+                crate::term::sanitize_for_tty(name)
+            ),
             None,
         ));
     }

@@ -106,7 +106,12 @@ pub struct Session {
 
 impl Session {
     /// Start the socket thread for `upgraded`. `what` names the stream in errors and the thread.
-    pub fn start(upgraded: Upgraded, spec: Spec, config: SessionConfig, what: &str) -> Result<Session> {
+    pub fn start(
+        upgraded: Upgraded,
+        spec: Spec,
+        config: SessionConfig,
+        what: &str,
+    ) -> Result<Session> {
         let (tx, rx) = sync_channel(config.queue_len.max(1));
         let abort = Arc::new(AtomicBool::new(false));
         let protocol = upgraded.protocol;
@@ -115,7 +120,9 @@ impl Session {
         let handle = std::thread::Builder::new()
             .name(format!("ws {what}"))
             .spawn(move || run(upgraded, spec, config, rx, thread_abort, &what_owned))
-            .map_err(|e| Error::io("", e).context(format!("starting the socket thread for {what}")))?;
+            .map_err(|e| {
+                Error::io("", e).context(format!("starting the socket thread for {what}"))
+            })?;
         Ok(Session {
             tx,
             abort,
@@ -182,7 +189,10 @@ impl Drop for Session {
 }
 
 fn would_block(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 fn dropped(e: &io::Error) -> bool {
@@ -253,7 +263,10 @@ fn run(
             for r in &mut l.spec.routes {
                 r.out.fail(
                     io::ErrorKind::ConnectionAborted,
-                    format!("the connection for {} was lost; output may be truncated", l.what),
+                    format!(
+                        "the connection for {} was lost; output may be truncated",
+                        l.what
+                    ),
                 );
             }
         }
@@ -297,7 +310,9 @@ impl Loop {
         let t = self.ws.get_ref();
         t.set_read_timeout(Some(self.read_timeout))
             .and_then(|_| t.set_write_timeout(Some(self.config.write_timeout)))
-            .map_err(|e| Error::io("", e).context(format!("setting socket timeouts for {}", self.what)))?;
+            .map_err(|e| {
+                Error::io("", e).context(format!("setting socket timeouts for {}", self.what))
+            })?;
         let mut last_heard = Instant::now();
         let mut last_ping = Instant::now();
         // Set once we sent a close frame or saw the server's: stop sending, wait for the end.
@@ -360,13 +375,15 @@ impl Loop {
             // 2. Keepalive.
             if closing_since.is_none() && last_ping.elapsed() >= self.config.ping_interval {
                 last_ping = Instant::now();
-                self.write_blocked = self.send(Message::Ping(Vec::new().into()))? || self.write_blocked;
+                self.write_blocked =
+                    self.send(Message::Ping(Vec::new().into()))? || self.write_blocked;
             }
             // 3. Flush (also sends queued pongs and close replies).
             match self.ws.flush() {
                 Ok(()) => self.write_blocked = false,
                 Err(tungstenite::Error::Io(e)) if would_block(&e) => self.write_blocked = true,
-                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => {
                     return Ok(SessionEnd {
                         clean_close: true,
                         ..Default::default()
@@ -447,9 +464,9 @@ impl Loop {
                         Message::Text(_) => {
                             return Err(Error::Transport {
                                 message: format!(
-                                    "{}: the server sent a text message on a binary channel protocol",
-                                    self.what
-                                ),
+                                "{}: the server sent a text message on a binary channel protocol",
+                                self.what
+                            ),
                                 hint: None,
                             })
                         }
@@ -462,7 +479,8 @@ impl Loop {
                     }
                 }
                 Err(tungstenite::Error::Io(e)) if would_block(&e) => break,
-                Err(tungstenite::Error::ConnectionClosed) | Err(tungstenite::Error::AlreadyClosed) => {
+                Err(tungstenite::Error::ConnectionClosed)
+                | Err(tungstenite::Error::AlreadyClosed) => {
                     return Ok(ReadOutcome::Closed { clean: true })
                 }
                 Err(tungstenite::Error::Io(e)) if dropped(&e) => {
