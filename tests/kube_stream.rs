@@ -583,3 +583,148 @@ mod port_forward {
         );
     }
 }
+
+mod tls {
+    //! The socket thread over TLS: a large upload echoed back must not deadlock when both TCP
+    //! directions are full (rustls' own StreamOwned stops reading while its writes block).
+    use super::*;
+    use kodama::kube::ws::tls::DuplexTls;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use tungstenite::protocol::{Role, WebSocket};
+    use tungstenite::Message;
+
+    struct TlsDialer {
+        addr: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+    }
+
+    impl Dialer for TlsDialer {
+        fn connect(&self) -> kodama::Result<Box<dyn WsTransport>> {
+            let sock = TcpStream::connect(self.addr).expect("connect");
+            let name = ServerName::try_from("localhost").expect("name");
+            let conn = rustls::ClientConnection::new(Arc::clone(&self.config), name).expect("conn");
+            let mut t = DuplexTls::new(conn, sock);
+            t.handshake().expect("handshake");
+            Ok(Box::new(t))
+        }
+        fn url_for(&self, p: &str) -> String {
+            format!("https://localhost:{}{p}", self.addr.port())
+        }
+        fn auth_headers(&self) -> kodama::Result<Vec<(String, Secret)>> {
+            Ok(Vec::new())
+        }
+        fn refresh_after_unauthorized(&self) -> kodama::Result<bool> {
+            Ok(false)
+        }
+    }
+
+    /// A TLS server whose exec endpoint is `cat` over v5 (blocking, single-threaded per connection).
+    fn tls_cat_server() -> (SocketAddr, Arc<rustls::ClientConfig>) {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .expect("server config");
+        let server = Arc::new(server);
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).expect("root");
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(sock) = c else { continue };
+                let server = Arc::clone(&server);
+                std::thread::spawn(move || {
+                    let conn = rustls::ServerConnection::new(server).expect("server conn");
+                    let mut s = rustls::StreamOwned::new(conn, sock);
+                    // Request head.
+                    let mut head = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut b).expect("read head") == 0 {
+                            return;
+                        }
+                        head.push(b[0]);
+                    }
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let key = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                        .expect("key")
+                        .trim()
+                        .to_string();
+                    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+                    write!(s, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n\r\n").expect("101");
+                    s.flush().expect("flush");
+                    let mut ws = WebSocket::from_raw_socket(s, Role::Server, None);
+                    loop {
+                        match ws.read() {
+                            Ok(Message::Binary(m)) if m[..] == [0xFF, 0] => {
+                                let mut st = vec![3u8];
+                                st.extend_from_slice(br#"{"metadata":{},"status":"Success"}"#);
+                                let _ = ws.send(Message::Binary(st.into()));
+                                let _ = ws.close(None);
+                                while ws.read().is_ok() {}
+                                return;
+                            }
+                            Ok(Message::Binary(m)) if m.first() == Some(&0) => {
+                                let mut out = vec![1u8];
+                                out.extend_from_slice(&m[1..]);
+                                if ws.send(Message::Binary(out.into())).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => return,
+                        }
+                    }
+                });
+            }
+        });
+        (addr, Arc::new(client))
+    }
+
+    #[test]
+    fn tls_upload_echo_does_not_deadlock() {
+        let (addr, config) = tls_cat_server();
+        let d = TlsDialer { addr, config };
+        let mut p = ExecProcess::spawn(&d, &req(&["cat"])).expect("spawn over TLS");
+        let mut stdin = p.take_stdin().expect("stdin");
+        let mut stdout = p.take_stdout().expect("stdout");
+        const TOTAL: usize = 32 << 20;
+        let writer = std::thread::spawn(move || {
+            let block: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+            for _ in 0..TOTAL / block.len() {
+                stdin.write_all(&block).expect("write");
+            }
+        });
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pos = 0usize;
+        loop {
+            let k = stdout.read(&mut buf).expect("read");
+            if k == 0 {
+                break;
+            }
+            for &b in &buf[..k] {
+                assert_eq!(b, (pos % 256) as u8, "byte {pos}");
+                pos += 1;
+            }
+            n += k;
+        }
+        writer.join().expect("writer");
+        assert_eq!(n, TOTAL);
+        assert_eq!(p.wait_code().expect("wait"), 0);
+    }
+}

@@ -2,18 +2,20 @@
 //!
 //! Layers: [`codec`] (the channel protocol, pure), [`http`] (our own HTTP/1.1 upgrade handshake and
 //! streaming GET over a [`WsTransport`]), [`pipe`] (in-memory byte pipes that hand stream data to
-//! other threads), [`session`] (the one thread that owns a tungstenite socket).
+//! other threads), [`session`] (the one thread that owns a tungstenite socket), [`tls`] (a TLS
+//! stream that keeps reading while its writes are blocked).
 //!
 //! The transport is abstract: a [`Dialer`] opens a fresh connection to the API server (TCP, proxy
 //! CONNECT and TLS already done) and supplies the URL and the auth headers. `kube::Client` implements
 //! it in production; tests use [`TcpDialer`] against an in-test server.
 //!
-//! May import: error, secret, term, tungstenite, serde_json.
+//! May import: error, secret, term, tungstenite, rustls, serde_json.
 
 pub mod codec;
 pub mod http;
 pub mod pipe;
 pub mod session;
+pub mod tls;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

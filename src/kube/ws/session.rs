@@ -58,7 +58,7 @@ impl Default for SessionConfig {
             ping_interval: Duration::from_secs(30),
             silence_limit: Duration::from_secs(120),
             idle_read_timeout: Duration::from_millis(20),
-            write_timeout: Duration::from_millis(50),
+            write_timeout: Duration::from_millis(5),
             pipe_high_water: 4 << 20,
             queue_len: 64,
             panic_on_stream: None,
