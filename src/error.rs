@@ -116,7 +116,10 @@ fn http_reason(code: u16) -> &'static str {
 #[derive(Debug)]
 pub enum Error {
     /// The command line is wrong (unknown flag, missing or bad value, conflict). Exit code 2.
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     /// A file the user gave us is wrong: config, template, kubeconfig, env file, session file.
     File {
         path: PathBuf,
@@ -138,15 +141,24 @@ pub enum Error {
     /// The Kubernetes API answered with an error Status.
     Api(ApiError),
     /// Could not talk to the API server or the pod at all (DNS, TCP, TLS, proxy, WebSocket).
-    Transport { message: String, hint: Option<String> },
+    Transport {
+        message: String,
+        hint: Option<String>,
+    },
     /// A remote command exited non-zero; its code becomes ours (`attach --command`).
     RemoteExit(i32),
     /// The user pressed Ctrl-C. Exit code 130.
     Interrupted,
     /// Anything else, with an optional next step for the user.
-    Message { message: String, hint: Option<String> },
+    Message {
+        message: String,
+        hint: Option<String>,
+    },
     /// An error with a sentence of context in front of it ("starting session \"x\"").
     Context { context: String, source: Box<Error> },
+    /// An error (usually `Api`) with a call-site specific next step that replaces the source's own hint.
+    /// Transparent for `root()`, `api()` and `exit_code()`; added by kube/status.rs.
+    Hinted { hint: String, source: Box<Error> },
 }
 
 impl Error {
@@ -183,7 +195,11 @@ impl Error {
     }
 
     /// A fault in a file, optionally at a line.
-    pub fn file(path: impl Into<PathBuf>, line: Option<usize>, message: impl Into<String>) -> Error {
+    pub fn file(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Error {
         Error::File {
             path: path.into(),
             line,
@@ -200,10 +216,18 @@ impl Error {
         }
     }
 
-    /// The innermost error (below every `Context`).
+    /// Attach a next step that wins over the hints of everything below it.
+    pub fn hinted(self, hint: impl Into<String>) -> Error {
+        Error::Hinted {
+            hint: hint.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// The innermost error (below every `Context` and `Hinted`).
     pub fn root(&self) -> &Error {
         let mut e = self;
-        while let Error::Context { source, .. } = e {
+        while let Error::Context { source, .. } | Error::Hinted { source, .. } = e {
             e = source;
         }
         e
@@ -242,6 +266,9 @@ impl Error {
         let mut e = self;
         let mut found = None;
         loop {
+            if let Error::Hinted { hint, .. } = e {
+                return Some(hint.clone());
+            }
             let h = match e {
                 Error::Usage { hint, .. }
                 | Error::File { hint, .. }
@@ -255,7 +282,7 @@ impl Error {
                 found = h;
             }
             match e {
-                Error::Context { source, .. } => e = source,
+                Error::Context { source, .. } | Error::Hinted { source, .. } => e = source,
                 _ => return found,
             }
         }
@@ -333,6 +360,7 @@ impl fmt::Display for Error {
             Error::Interrupted => write!(f, "interrupted"),
             Error::Message { message, .. } => write!(f, "{message}"),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
+            Error::Hinted { source, .. } => write!(f, "{source}"),
         }
     }
 }
@@ -402,6 +430,24 @@ mod tests {
         assert_eq!(Error::RemoteExit(42).context("attach").exit_code(), 42);
         assert_eq!(Error::Interrupted.exit_code(), 130);
         assert_eq!(Error::msg("x").exit_code(), 1);
+    }
+
+    #[test]
+    fn hinted_replaces_the_hint_and_stays_transparent() {
+        let e = Error::Api(ApiError {
+            code: 404,
+            reason: "NotFound".into(),
+            ..Default::default()
+        })
+        .context("creating pods in namespace \"x\"")
+        .hinted("namespace \"x\" does not exist")
+        .context("starting session");
+        assert!(e.is_not_found(), "root() sees through Hinted");
+        assert_eq!(e.hint().as_deref(), Some("namespace \"x\" does not exist"));
+        assert!(e
+            .render()
+            .starts_with("kubectl-kodama: error: starting session: creating pods"));
+        assert_eq!(e.exit_code(), EXIT_ERROR);
     }
 
     #[test]

@@ -172,7 +172,10 @@ mod tests {
         assert_eq!(out.code, 0);
         assert_eq!(out.stdout, data);
         let out = r
-            .run(&["sh".into(), "-c".into(), "echo err >&2; exit 42".into()], b"")
+            .run(
+                &["sh".into(), "-c".into(), "echo err >&2; exit 42".into()],
+                b"",
+            )
             .expect("run sh");
         assert_eq!(out.code, 42);
         assert_eq!(out.stderr_str(), "err");

@@ -6,15 +6,16 @@
 //! the reason shows it will not start by itself (image pull errors, bad config). Output is flushed
 //! after every read so `follow` is live; a closed local pipe (`| head`) ends quietly.
 //!
-//! The GET goes through a [`StreamGet`]: [`DialerGet`] speaks raw HTTP/1.1 over a [`Dialer`]
-//! connection (no read timeout, so a quiet follow is not cut), and the REST client may implement
-//! it directly.
+//! The GET goes through a [`StreamGet`]: the REST [`Client`] (retries, warnings, 401 refresh), or
+//! [`DialerGet`], raw HTTP/1.1 over a [`Dialer`] connection. Neither cuts a quiet follow.
 //!
-//! May import: error, term, kube::ws.
+//! May import: error, term, kube::{ws, client, request}.
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
+use super::client::Client;
+use super::request::{self, Mode};
 use super::ws::{check_name, http, percent_encode, Dialer};
 use crate::error::{Error, Result};
 
@@ -40,64 +41,98 @@ pub struct LogOptions {
 }
 
 impl LogOptions {
-    /// The request path and query for `namespace/pod`.
-    pub fn path(&self, namespace: &str, pod: &str) -> Result<String> {
-        check_name("namespace", namespace)?;
-        check_name("pod", pod)?;
+    /// The query pairs (unescaped) of this request.
+    pub fn query(&self) -> Result<Vec<(String, String)>> {
         if self.since_seconds.is_some() && self.since_time.is_some() {
             return Err(Error::usage(
                 "--since and --since-time cannot be used together",
                 None,
             ));
         }
-        let mut q: Vec<String> = Vec::new();
+        let mut q: Vec<(String, String)> = Vec::new();
+        let mut add = |k: &str, v: String| q.push((k.to_string(), v));
         if let Some(c) = &self.container {
-            q.push(format!("container={}", percent_encode(c)));
+            add("container", c.clone());
         }
         if self.follow {
-            q.push("follow=true".into());
+            add("follow", "true".into());
         }
         if self.previous {
-            q.push("previous=true".into());
+            add("previous", "true".into());
         }
         if let Some(n) = self.tail_lines {
-            q.push(format!("tailLines={n}"));
+            add("tailLines", n.to_string());
         }
         if let Some(s) = self.since_seconds {
-            q.push(format!("sinceSeconds={}", s.max(1)));
+            add("sinceSeconds", s.max(1).to_string());
         }
         if let Some(t) = &self.since_time {
-            q.push(format!("sinceTime={}", percent_encode(t)));
+            add("sinceTime", t.clone());
         }
         if self.timestamps {
-            q.push("timestamps=true".into());
+            add("timestamps", "true".into());
         }
-        let mut path = format!(
+        Ok(q)
+    }
+
+    /// The request path (without query) for `namespace/pod`.
+    pub fn log_path(namespace: &str, pod: &str) -> Result<String> {
+        check_name("namespace", namespace)?;
+        check_name("pod", pod)?;
+        Ok(format!(
             "/api/v1/namespaces/{}/pods/{}/log",
             percent_encode(namespace),
             percent_encode(pod)
-        );
-        if !q.is_empty() {
-            path.push('?');
-            path.push_str(&q.join("&"));
-        }
-        Ok(path)
+        ))
+    }
+
+    /// The request path and escaped query for `namespace/pod`.
+    pub fn path(&self, namespace: &str, pod: &str) -> Result<String> {
+        Ok(join_query(
+            &LogOptions::log_path(namespace, pod)?,
+            &self.query()?,
+        ))
     }
 }
 
-/// Opens a streaming GET and returns its body once the server answered 2xx; error statuses come
-/// back as `Error::Api`.
-pub trait StreamGet {
-    /// GET `path_and_query` (an API path such as `/api/v1/...`).
-    fn stream_get(&self, path_and_query: &str) -> Result<Box<dyn Read + Send>>;
+fn join_query(path: &str, query: &[(String, String)]) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+        .collect();
+    format!("{path}?{}", q.join("&"))
 }
 
-/// [`StreamGet`] over raw HTTP/1.1 on a [`Dialer`] connection.
+/// Opens a streaming GET and returns its body once the server answered 2xx; error statuses come
+/// back with an `ApiError` at their root.
+pub trait StreamGet {
+    /// GET `path` (an API path such as `/api/v1/...`) with `query` pairs (unescaped).
+    fn stream_get(&self, path: &str, query: &[(String, String)]) -> Result<Box<dyn Read + Send>>;
+}
+
+/// [`StreamGet`] over raw HTTP/1.1 on a [`Dialer`] connection (no read timeout).
 pub struct DialerGet<'a>(pub &'a dyn Dialer);
 
 impl StreamGet for DialerGet<'_> {
-    fn stream_get(&self, path_and_query: &str) -> Result<Box<dyn Read + Send>> {
-        Ok(Box::new(http::get_stream(self.0, path_and_query)?))
+    fn stream_get(&self, path: &str, query: &[(String, String)]) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(http::get_stream(
+            self.0,
+            &join_query(path, query),
+        )?))
+    }
+}
+
+/// The REST client: keep-alive pool, warnings, 401 refresh and retries on 429/5xx (GET is
+/// idempotent); no overall timeout on the body.
+impl StreamGet for Client {
+    fn stream_get(&self, path: &str, query: &[(String, String)]) -> Result<Box<dyn Read + Send>> {
+        let mut req = request::get_path(path.to_string(), "get", "pods/log", None, None);
+        req.query = query.to_vec();
+        req.mode = Mode::Stream { idle: None };
+        self.stream(&req)
     }
 }
 
@@ -128,12 +163,13 @@ pub fn stream_logs(
     opts: &LogOptions,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let path = opts.path(namespace, pod)?;
+    let path = LogOptions::log_path(namespace, pod)?;
+    let query = opts.query()?;
     let what = format!("reading the logs of pod {namespace}/{pod}");
     let deadline = Instant::now() + opts.wait_for_start;
     let mut delay = Duration::from_millis(200);
     let mut body = loop {
-        match source.stream_get(&path) {
+        match source.stream_get(&path, &query) {
             Ok(b) => break b,
             Err(e)
                 if waiting_to_start(&e)
@@ -213,7 +249,7 @@ mod tests {
     }
 
     impl StreamGet for Fake {
-        fn stream_get(&self, _: &str) -> Result<Box<dyn Read + Send>> {
+        fn stream_get(&self, _: &str, _: &[(String, String)]) -> Result<Box<dyn Read + Send>> {
             *self.calls.borrow_mut() += 1;
             self.answers.borrow_mut().remove(0)
         }

@@ -267,13 +267,9 @@ pub fn annotate_stream_error(e: Error) -> Error {
         || text.contains("cannot exec into a container in a completed pod")
         || text.contains("is terminated");
     if not_running {
-        Error::Message {
-            message: format!("the container is not running: {e}"),
-            hint: Some(
-                "check the pod with `kubectl get pod` and `kubectl describe pod`; a stopped session must be started again"
-                    .into(),
-            ),
-        }
+        e.context("the container is not running").hinted(
+            "check the pod with `kubectl get pod` and `kubectl describe pod`; a stopped session must be started again",
+        )
     } else {
         e
     }

@@ -6,12 +6,14 @@
 //! stream that keeps reading while its writes are blocked).
 //!
 //! The transport is abstract: a [`Dialer`] opens a fresh connection to the API server (TCP, proxy
-//! CONNECT and TLS already done) and supplies the URL and the auth headers. `kube::Client` implements
-//! it in production; tests use [`TcpDialer`] against an in-test server.
+//! CONNECT and TLS already done) and supplies the URL and the auth headers. `kube::Client` and
+//! `kube::transport::Transport` implement it in production ([`dial`]); tests use [`TcpDialer`]
+//! against an in-test server.
 //!
 //! May import: error, secret, term, tungstenite, rustls, serde_json.
 
 pub mod codec;
+pub mod dial;
 pub mod http;
 pub mod pipe;
 pub mod session;
