@@ -620,10 +620,11 @@ mod tls {
     }
 
     /// A TLS server whose exec endpoint is `cat` over v5 (blocking, single-threaded per connection).
-    fn tls_cat_server() -> (SocketAddr, Arc<rustls::ClientConfig>) {
+    fn tls_cat_server() -> (SocketAddr, Arc<rustls::ClientConfig>, String) {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
         let cert: CertificateDer<'static> = ck.cert.der().clone();
+        let pem = ck.cert.pem();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
         let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -692,12 +693,16 @@ mod tls {
                 });
             }
         });
-        (addr, Arc::new(client))
+        (addr, Arc::new(client), pem)
+    }
+
+    pub fn tls_cat_server_pub() -> (SocketAddr, Arc<rustls::ClientConfig>, String) {
+        tls_cat_server()
     }
 
     #[test]
     fn tls_upload_echo_does_not_deadlock() {
-        let (addr, config) = tls_cat_server();
+        let (addr, config, _) = tls_cat_server();
         let d = TlsDialer { addr, config };
         let mut p = ExecProcess::spawn(&d, &req(&["cat"])).expect("spawn over TLS");
         let mut stdin = p.take_stdin().expect("stdin");
@@ -726,5 +731,99 @@ mod tls {
         writer.join().expect("writer");
         assert_eq!(n, TOTAL);
         assert_eq!(p.wait_code().expect("wait"), 0);
+    }
+}
+
+mod real_client {
+    //! The production wiring: `kube::Client` (kubecore's transport) as the exec `Dialer` and the
+    //! logs `StreamGet`, over plain HTTP and over TLS (through `DuplexTls`).
+    use super::*;
+    use base64::Engine;
+    use kodama::kube::client::Client;
+    use kodama::kube::load::{load_with, LoadEnv, Overrides};
+    use kodama::kube::logs::{stream_logs, LogOptions};
+    use std::path::PathBuf;
+
+    fn kubeconfig(server: &str, cluster_extra: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "kodama-kube-stream-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: t\nclusters:\n- name: t\n  cluster:\n    server: {server}\n{cluster_extra}users:\n- name: t\n  user:\n    token: tok-secret\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: t\n    namespace: dev\n"
+        );
+        let p = dir.join("config");
+        std::fs::write(&p, text).expect("write kubeconfig");
+        p
+    }
+
+    fn client(path: PathBuf) -> Client {
+        let cfg = load_with(
+            &Overrides {
+                kubeconfig: Some(path),
+                ..Overrides::default()
+            },
+            &LoadEnv::default(),
+        )
+        .expect("load kubeconfig");
+        Client::new(cfg).expect("client")
+    }
+
+    #[test]
+    fn client_drives_exec_and_logs_over_http() {
+        let s = Server::start(true);
+        *s.state.token.lock().expect("lock") = Some("tok-secret".into());
+        s.state.log_waits.store(1, Ordering::SeqCst);
+        let c = client(kubeconfig(&format!("http://{}", s.addr), ""));
+        let mut r = req(&["exit", "42"]);
+        r.stdin = false;
+        let p = ExecProcess::spawn(&c, &r).expect("exec via Client");
+        assert_eq!(p.wait_code().expect("wait"), 42);
+        let mut out = Vec::new();
+        let o = LogOptions {
+            follow: true,
+            wait_for_start: Duration::from_secs(30),
+            ..Default::default()
+        };
+        stream_logs(&c, "dev", "starting", &o, &mut out).expect("logs via Client");
+        assert_eq!(out, b"line 0\nline 1\nline 2\n");
+        let auth = s.state.auth_seen.lock().expect("lock").clone();
+        assert!(
+            auth.len() >= 3 && auth.iter().all(|a| a == "Bearer tok-secret"),
+            "{auth:?}"
+        );
+    }
+
+    #[test]
+    fn client_exec_over_tls_round_trips() {
+        let (addr, _, pem) = super::tls::tls_cat_server_pub();
+        let ca = base64::engine::general_purpose::STANDARD.encode(pem);
+        let c = client(kubeconfig(
+            &format!("https://localhost:{}", addr.port()),
+            &format!("    certificate-authority-data: {ca}\n"),
+        ));
+        let out =
+            ExecRemoteWith(&c).run_cat(&(0..=255u8).cycle().take(8 << 20).collect::<Vec<u8>>());
+        assert_eq!(out.0, 0);
+        assert!(out.1, "echoed bytes differ");
+    }
+
+    struct ExecRemoteWith<'a>(&'a Client);
+
+    impl ExecRemoteWith<'_> {
+        fn run_cat(&self, data: &[u8]) -> (i32, bool) {
+            let mut p = ExecProcess::spawn(self.0, &req(&["cat"])).expect("spawn");
+            let mut stdin = p.take_stdin().expect("stdin");
+            let mut stdout = p.take_stdout().expect("stdout");
+            let owned = data.to_vec();
+            let w = std::thread::spawn(move || stdin.write_all(&owned).expect("write"));
+            let mut got = Vec::new();
+            stdout.read_to_end(&mut got).expect("read");
+            w.join().expect("writer");
+            (p.wait_code().expect("wait"), got == data)
+        }
     }
 }
