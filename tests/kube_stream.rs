@@ -242,6 +242,8 @@ fn unauthorized_is_retried_once_after_refresh() {
     s.state.unauthorized.store(5, Ordering::SeqCst);
     let err = ExecProcess::spawn(&d, &r).err().expect("401");
     assert_eq!(err.api().expect("api").code, 401, "{err}");
+    let shown = format!("{}\n{:?}", err.render(), err);
+    assert!(!shown.contains("Bearer"), "credentials leaked: {shown}");
     assert_eq!(d.refreshed.load(Ordering::SeqCst), 2);
 }
 

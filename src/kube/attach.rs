@@ -63,6 +63,7 @@ pub fn attach_on(
         dialer,
         &path,
         &what,
+        ("pods/attach", &req.namespace, &req.pod),
         TerminalMode {
             stdin: req.stdin,
             tty: req.tty,

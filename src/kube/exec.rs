@@ -141,8 +141,9 @@ impl ExecProcess {
     ) -> Result<ExecProcess> {
         let what = req.describe();
         let path = req.path()?;
-        let upgraded = http::upgrade(dialer, &path, &EXEC_PROTOCOLS)
-            .map_err(|e| e.context(format!("starting {what}")))?;
+        let upgraded = http::upgrade(dialer, &path, &EXEC_PROTOCOLS).map_err(|e| {
+            http::explain_stream_error(e, "pods/exec", &req.namespace, &req.pod, &what)
+        })?;
         let protocol = upgraded.protocol;
         if req.stdin
             && !req.tty
@@ -294,6 +295,7 @@ pub fn run_interactive_on(
         dialer,
         &path,
         &what,
+        ("pods/exec", &req.namespace, &req.pod),
         TerminalMode {
             stdin: req.stdin,
             tty: req.tty,
@@ -322,12 +324,13 @@ pub(crate) fn run_terminal(
     dialer: &dyn Dialer,
     path: &str,
     what: &str,
+    (resource, namespace, pod): (&str, &str, &str),
     mode: TerminalMode,
     terminal: TerminalIo,
     config: SessionConfig,
 ) -> Result<i32> {
     let upgraded = http::upgrade(dialer, path, &EXEC_PROTOCOLS)
-        .map_err(|e| e.context(format!("starting {what}")))?;
+        .map_err(|e| http::explain_stream_error(e, resource, namespace, pod, what))?;
     let (out_w, mut out_r) = pipe(config.pipe_high_water);
     let mut routes = vec![Route {
         stream: codec::STDOUT,

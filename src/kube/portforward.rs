@@ -338,7 +338,9 @@ fn forward_connection(
         "port-forward to {}/{}:{remote}",
         shared.namespace, shared.pod
     );
-    let upgraded = http::upgrade(&*shared.dialer, &path, &[Protocol::V4])?;
+    let upgraded = http::upgrade(&*shared.dialer, &path, &[Protocol::V4]).map_err(|e| {
+        http::explain_stream_error(e, "pods/portforward", &shared.namespace, &shared.pod, &what)
+    })?;
     let (data_w, mut data_r) = pipe(shared.config.pipe_high_water);
     let session = Session::start(
         upgraded,

@@ -7,7 +7,7 @@
 //! an upgrade means the server refused our subprotocols. A 401 is retried once after the dialer
 //! refreshed its credentials. Header values are secrets and never appear in errors.
 //!
-//! May import: error, secret, term, kube::ws (codec, Dialer), tungstenite.
+//! May import: error, secret, term, kube::status, kube::ws (codec, Dialer), tungstenite.
 
 use std::io::{self, Read};
 use std::time::Duration;
@@ -380,6 +380,30 @@ pub fn error_from_response(status: u16, body: &[u8], upgrade: bool, offered: &st
         super::codec::annotate_stream_error(Error::Api(api))
     } else {
         Error::Api(api)
+    }
+}
+
+/// Wrap an error of a streaming request (`resource` such as `pods/exec`) for the user: API errors
+/// get the REST client's explanation (a 403 names the permission that is missing), other errors a
+/// sentence of context.
+pub fn explain_stream_error(
+    e: Error,
+    resource: &str,
+    namespace: &str,
+    pod: &str,
+    what: &str,
+) -> Error {
+    match e {
+        Error::Api(api) => crate::kube::status::explain(
+            api,
+            &crate::kube::status::Op {
+                verb: "create".into(),
+                resource: resource.into(),
+                namespace: Some(namespace.into()),
+                name: Some(pod.into()),
+            },
+        ),
+        other => other.context(format!("starting {what}")),
     }
 }
 
