@@ -171,6 +171,16 @@ fn non_101_status_becomes_an_api_error() {
         err.to_string().contains("pods \"missing\" not found"),
         "{err}"
     );
+
+    // A 403 names the permission that is missing.
+    r.pod = "forbidden".into();
+    let err = ExecProcess::spawn(&d, &r).err().expect("403");
+    assert_eq!(err.api().expect("api").code, 403);
+    let hint = err.hint().expect("hint");
+    assert!(
+        hint.contains("pods/exec") && hint.contains("kubectl auth can-i"),
+        "{hint}"
+    );
 }
 
 #[test]

@@ -217,6 +217,18 @@ fn handle(mut s: TcpStream, st: Arc<State>) {
         );
         return;
     }
+    if pod == "forbidden" {
+        respond(
+            &mut s,
+            403,
+            &status_json(
+                403,
+                "Forbidden",
+                "pods \"forbidden\" is forbidden: User \"u\" cannot create resource \"pods/exec\" in API group \"\" in the namespace \"dev\"",
+            ),
+        );
+        return;
+    }
     if sub == "log" {
         serve_log(s, &head, &pod, &st);
         return;
