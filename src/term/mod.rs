@@ -325,16 +325,34 @@ impl io::Write for FdIo {
 
 /// A signal turned into a readable descriptor (self-pipe, via signal-hook) plus a flag; the handler
 /// is unregistered on drop.
+///
+/// Unregistering a signal-hook handler does not give the signal its default action back (it would
+/// be ignored from then on). So when the signal had its default disposition before we watched it,
+/// the drop installs signal-hook's emulation of the default action: after an interactive session,
+/// Ctrl-C and SIGTERM terminate the process again. When someone else already handled the signal,
+/// their handlers keep working and nothing else is installed.
 pub struct SignalPipe {
+    signal: libc::c_int,
     id: signal_hook::SigId,
     flag_id: signal_hook::SigId,
     read: std::os::unix::net::UnixStream,
     flag: Arc<AtomicBool>,
+    was_default: bool,
+}
+
+/// True when `signal` currently has its default disposition (SIG_DFL).
+fn has_default_disposition(signal: libc::c_int) -> bool {
+    // SAFETY: sigaction is plain old data; all-zero is a valid value to be overwritten.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: with a null new action, sigaction only writes the current one into our local.
+    let rc = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+    rc == 0 && old.sa_sigaction == libc::SIG_DFL
 }
 
 impl SignalPipe {
     /// Watch `signal` (e.g. `libc::SIGWINCH`).
     pub fn new(signal: libc::c_int) -> Result<SignalPipe> {
+        let was_default = has_default_disposition(signal);
         let (read, write) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("", e).context("creating a signal pipe"))?;
         read.set_nonblocking(true)
@@ -350,10 +368,12 @@ impl SignalPipe {
             }
         };
         Ok(SignalPipe {
+            signal,
             id,
             flag_id,
             read,
             flag,
+            was_default,
         })
     }
 
@@ -378,6 +398,13 @@ impl Drop for SignalPipe {
     fn drop(&mut self) {
         signal_hook::low_level::unregister(self.flag_id);
         signal_hook::low_level::unregister(self.id);
+        if self.was_default {
+            // Give the signal its default action back (see the type's doc).
+            let _ = signal_hook::flag::register_conditional_default(
+                self.signal,
+                Arc::new(AtomicBool::new(true)),
+            );
+        }
     }
 }
 
@@ -453,6 +480,41 @@ mod tests {
         assert!(!is_tty(r.as_raw_fd()));
         assert_eq!(window_size(r.as_raw_fd()), None);
         assert!(RawMode::enable(r.as_raw_fd()).is_err());
+    }
+
+    #[test]
+    fn signal_pipe_wakes_and_gives_the_default_action_back() {
+        // SIGWINCH's default action is "ignore", so this is safe to raise in a test process.
+        let p = SignalPipe::new(libc::SIGWINCH).expect("watch");
+        assert!(!has_default_disposition(libc::SIGWINCH));
+        signal_hook::low_level::raise(libc::SIGWINCH).expect("raise");
+        let ready = poll_readable(&[p.fd()], Duration::from_secs(5)).expect("poll");
+        assert_eq!(ready, vec![true]);
+        assert!(p.take());
+        assert!(!p.take());
+        drop(p);
+        // Still ignored (its default), and the process survives another one.
+        signal_hook::low_level::raise(libc::SIGWINCH).expect("raise");
+    }
+
+    #[test]
+    fn sigint_terminates_again_after_a_signal_pipe_is_dropped() {
+        const NAME: &str = "term::tests::sigint_terminates_again_after_a_signal_pipe_is_dropped";
+        if std::env::var_os("KODAMA_TERM_SIGINT_CHILD").is_some() {
+            drop(SignalPipe::new(libc::SIGINT).expect("watch"));
+            let _ = signal_hook::low_level::raise(libc::SIGINT);
+            // Only reached when SIGINT was swallowed: the parent sees a normal exit and fails.
+            std::thread::sleep(Duration::from_secs(5));
+            std::process::exit(0);
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args(["--exact", NAME, "--test-threads=1"])
+            .env("KODAMA_TERM_SIGINT_CHILD", "1")
+            .output()
+            .expect("run child");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}", out);
     }
 
     #[test]
