@@ -2,8 +2,8 @@
 //! size at start and on SIGWINCH, Ctrl-C as a plain byte, the remote exit code, and the terminal
 //! restored exactly afterwards — also when the socket thread panics.
 //!
-//! Everything runs in one test function so no other test of this binary can race on the
-//! process-wide panic hook or signal handlers.
+//! The in-process scenarios run in one test function so they cannot race on the process-wide panic
+//! hook or signal handlers; the SIGTERM scenario runs in a child process whose stdio is the pty.
 
 mod kube_stream_support;
 
@@ -179,4 +179,81 @@ fn tty_exec_and_attach_restore_the_terminal_on_every_path() {
     assert!(attach_target.contains("stdin=true&stdout=true&stderr=false&tty=true&container=main"));
     drop(slave);
     drop(master);
+}
+
+/// Child mode of `sigterm_in_a_child_on_a_pty_restores_the_terminal`: an interactive exec on the
+/// process's own stdio (the pty), exiting with kodama's exit code.
+fn child_main(addr: &str) -> ! {
+    let d = TcpDialer::new(addr.parse().expect("addr"));
+    let mut r = ExecRequest::new("dev", "web", &["tty".to_string()]);
+    r.tty = true;
+    let code = match kodama::kube::exec::run_interactive(&d, &r) {
+        Ok(c) => c,
+        Err(e) => e.exit_code(),
+    };
+    std::process::exit(code)
+}
+
+#[test]
+fn sigterm_in_a_child_on_a_pty_restores_the_terminal() {
+    const NAME: &str = "sigterm_in_a_child_on_a_pty_restores_the_terminal";
+    if let Some(addr) = std::env::var_os("KODAMA_TTY_CHILD") {
+        child_main(&addr.to_string_lossy());
+    }
+    let s = Server::start(true);
+    let (master, slave) = term::open_pty().expect("openpty");
+    let (m, sl) = (master.as_raw_fd(), slave.as_raw_fd());
+    term::set_window_size(sl, 90, 25).expect("size");
+    let before = TermSettings::get(sl).expect("tcgetattr");
+    let io = |fd: &std::os::fd::OwnedFd| std::process::Stdio::from(fd.try_clone().expect("dup"));
+    let mut child = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", NAME, "--test-threads=1", "--nocapture"])
+        .env("KODAMA_TTY_CHILD", s.addr.to_string())
+        .stdin(io(&slave))
+        .stdout(io(&slave))
+        .stderr(io(&slave))
+        .spawn()
+        .expect("spawn child");
+    // Drain the pty so the child never blocks writing to it.
+    let drain = std::thread::spawn(move || {
+        let mut r = FdIo(m);
+        let mut buf = [0u8; 4096];
+        let deadline = std::time::Instant::now() + LIMIT;
+        while std::time::Instant::now() < deadline {
+            if term::poll_readable(&[m], Duration::from_millis(50))
+                .map(|r| r[0])
+                .unwrap_or(false)
+                && r.read(&mut buf).map(|n| n == 0).unwrap_or(true)
+            {
+                break;
+            }
+        }
+        master
+    });
+    assert!(
+        wait_until(LIMIT, || s
+            .state
+            .resizes
+            .lock()
+            .expect("lock")
+            .contains(&(90, 25))),
+        "the child did not start its session"
+    );
+    assert!(wait_until(LIMIT, || TermSettings::get(sl)
+        .expect("tcgetattr")
+        .is_raw()));
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let status = child.wait().expect("wait child");
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert_eq!(
+        TermSettings::get(sl).expect("tcgetattr"),
+        before,
+        "restored after SIGTERM"
+    );
+    drop(slave);
+    let _ = drain.join();
 }
