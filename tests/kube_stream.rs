@@ -65,6 +65,15 @@ fn exit_codes_0_1_42_and_stderr() {
             .expect("run exit");
         assert_eq!(out.code, code);
     }
+    // The command exits without reading its (large) stdin: the exit code still arrives, and the
+    // failed stdin writes are not an error.
+    let big = vec![7u8; 8 << 20];
+    for _ in 0..3 {
+        let out = r
+            .run(&["exitnow".into(), "42".into()], &big)
+            .expect("run exit with unread stdin");
+        assert_eq!(out.code, 42);
+    }
     let out = r.run(&["both".into()], b"").expect("run both");
     assert_eq!(
         (

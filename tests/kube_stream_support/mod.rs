@@ -4,6 +4,7 @@
 //!
 //! * `cat`: echo stdin to stdout until stdin is closed (v5 `[0xFF,0]`), then exit 0.
 //! * `exit N`: exit with code N.
+//! * `exitnow N`: exit with code N and drop the connection at once, without reading stdin.
 //! * `both`: "out\n" on stdout, "err\n" on stderr, exit 3.
 //! * `headc N`: echo N bytes of stdin, then exit 0 (needs no stdin EOF; works on v4).
 //! * `tty`: record resize events and stdin bytes, echo stdin; `q` ends with exit 42.
@@ -328,6 +329,14 @@ fn serve_exec(mut ws: WebSocket<TcpStream>, head: &Head, v5: bool, st: &State) {
         "exit" => {
             let code: i32 = argv.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
             finish(ws, code)
+        }
+        "exitnow" => {
+            // Status and close, then drop the connection at once without reading stdin.
+            let code: i32 = argv.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            send(&mut ws, 3, exit_status(code).as_bytes());
+            let _ = ws.close(None);
+            let _ = ws.flush();
+            let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
         }
         "both" => {
             send(&mut ws, 1, b"out\n");

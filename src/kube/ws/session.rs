@@ -195,6 +195,16 @@ fn would_block(e: &io::Error) -> bool {
     )
 }
 
+/// Errors that mean "the other side is gone", not "something is broken".
+fn peer_gone(e: &tungstenite::Error) -> bool {
+    match e {
+        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => true,
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::SendAfterClosing) => true,
+        tungstenite::Error::Io(e) => dropped(e),
+        _ => false,
+    }
+}
+
 fn dropped(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -214,6 +224,8 @@ struct Loop {
     skip: [usize; 256],
     status: Vec<u8>,
     write_blocked: bool,
+    /// A write found the peer gone: no more writes, read what is left.
+    write_failed: bool,
     read_timeout: Duration,
     what: String,
 }
@@ -248,6 +260,7 @@ fn run(
         skip,
         status: Vec::new(),
         write_blocked: false,
+        write_failed: false,
         what: what.to_string(),
     };
     let result = l.run(&rx, &abort);
@@ -297,11 +310,18 @@ impl Loop {
         }
     }
 
-    /// Write one message; `Ok(true)` when the socket would block (the frame stays buffered).
-    fn send(&mut self, msg: Message) -> Result<bool> {
+    /// Write one message. `Ok(true)` when the socket would block (the frame stays buffered). When
+    /// the peer is already gone (it closed, or the connection dropped) sending stops, and reading
+    /// goes on to collect what the server sent before (its final status).
+    fn send(&mut self, msg: Message, closing_since: &mut Option<Instant>) -> Result<bool> {
         match self.ws.write(msg) {
             Ok(()) => Ok(false),
             Err(tungstenite::Error::Io(e)) if would_block(&e) => Ok(true),
+            Err(e) if peer_gone(&e) => {
+                self.write_failed = true;
+                closing_since.get_or_insert_with(Instant::now);
+                Ok(false)
+            }
             Err(e) => Err(self.ws_error("sending", e)),
         }
     }
@@ -329,7 +349,8 @@ impl Loop {
             }
             let mut busy = false;
             // 1. Outgoing messages, unless the socket is backed up.
-            while queue_open && closing_since.is_none() && !self.write_blocked {
+            while queue_open && closing_since.is_none() && !self.write_blocked && !self.write_failed
+            {
                 let msg = match rx.try_recv() {
                     Ok(m) => m,
                     Err(TryRecvError::Empty) => break,
@@ -367,7 +388,8 @@ impl Loop {
                         break;
                     }
                 };
-                self.write_blocked = self.send(Message::Binary(frame.into()))?;
+                self.write_blocked =
+                    self.send(Message::Binary(frame.into()), &mut closing_since)?;
             }
             if abort.load(Ordering::SeqCst) {
                 continue;
@@ -375,30 +397,27 @@ impl Loop {
             // 2. Keepalive.
             if closing_since.is_none() && last_ping.elapsed() >= self.config.ping_interval {
                 last_ping = Instant::now();
-                self.write_blocked =
-                    self.send(Message::Ping(Vec::new().into()))? || self.write_blocked;
+                self.write_blocked = self
+                    .send(Message::Ping(Vec::new().into()), &mut closing_since)?
+                    || self.write_blocked;
             }
             // 3. Flush (also sends queued pongs and close replies).
-            match self.ws.flush() {
-                Ok(()) => self.write_blocked = false,
-                Err(tungstenite::Error::Io(e)) if would_block(&e) => self.write_blocked = true,
-                Err(tungstenite::Error::ConnectionClosed)
-                | Err(tungstenite::Error::AlreadyClosed) => {
-                    return Ok(SessionEnd {
-                        clean_close: true,
-                        ..Default::default()
-                    })
+            if !self.write_failed {
+                match self.ws.flush() {
+                    Ok(()) => self.write_blocked = false,
+                    Err(tungstenite::Error::Io(e)) if would_block(&e) => self.write_blocked = true,
+                    Err(e) if peer_gone(&e) => {
+                        self.write_failed = true;
+                        closing_since.get_or_insert_with(Instant::now);
+                    }
+                    Err(e) => return Err(self.ws_error("flushing", e)),
                 }
-                Err(tungstenite::Error::Io(e)) if dropped(&e) => {
-                    return Ok(SessionEnd::default());
-                }
-                Err(e) => return Err(self.ws_error("flushing", e)),
             }
             // 4. A closing handshake that the server never finishes ends after a grace period.
             if let Some(since) = closing_since {
                 if since.elapsed() > Duration::from_secs(5) {
                     return Ok(SessionEnd {
-                        clean_close: true,
+                        clean_close: !self.write_failed,
                         ..Default::default()
                     });
                 }
