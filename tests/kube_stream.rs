@@ -132,6 +132,32 @@ fn binary_safe_100_mb_round_trip_with_checksum() {
 }
 
 #[test]
+fn large_stdout_arrives_complete_and_in_order() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["flood", "64"]);
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&d, &r).expect("spawn");
+    let mut out = p.take_stdout().expect("stdout");
+    let started = std::time::Instant::now();
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let k = out.read(&mut buf).expect("read");
+        if k == 0 {
+            break;
+        }
+        for &b in &buf[..k] {
+            assert_eq!(b, ((n % (32 * 1024)) % 251) as u8, "byte {n}");
+            n += 1;
+        }
+    }
+    eprintln!("64 MiB of stdout in {:?}", started.elapsed());
+    assert_eq!(n, 64 << 20);
+    assert_eq!(p.wait_code().expect("wait"), 0);
+}
+
+#[test]
 fn v4_only_server_falls_back_and_refuses_stdin_eof_dependent_commands() {
     let s = Server::start(false);
     let d = dialer(&s);

@@ -5,6 +5,7 @@
 //! * `cat`: echo stdin to stdout until stdin is closed (v5 `[0xFF,0]`), then exit 0.
 //! * `exit N`: exit with code N.
 //! * `exitnow N`: exit with code N and drop the connection at once, without reading stdin.
+//! * `flood N`: N MiB on stdout (a byte pattern with period 251 per 32 KiB message), exit 0.
 //! * `both`: "out\n" on stdout, "err\n" on stderr, exit 3.
 //! * `headc N`: echo N bytes of stdin, then exit 0 (needs no stdin EOF; works on v4).
 //! * `tty`: record resize events and stdin bytes, echo stdin; `q` ends with exit 42.
@@ -337,6 +338,15 @@ fn serve_exec(mut ws: WebSocket<TcpStream>, head: &Head, v5: bool, st: &State) {
             let _ = ws.close(None);
             let _ = ws.flush();
             let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+        }
+        "flood" => {
+            // N MiB of a byte pattern on stdout, in 32 KiB messages, then exit 0.
+            let mib: usize = argv.get(1).and_then(|c| c.parse().ok()).unwrap_or(1);
+            let chunk: Vec<u8> = (0..32 * 1024).map(|i| (i % 251) as u8).collect();
+            for _ in 0..mib * 32 {
+                send(&mut ws, 1, &chunk);
+            }
+            finish(ws, 0)
         }
         "both" => {
             send(&mut ws, 1, b"out\n");
