@@ -2,7 +2,8 @@
 //! TLS, REST with typed API errors, watch, and exec/attach/port-forward over WebSocket.
 //!
 //! Build a client with [`client::Client::from_overrides`]; REST helpers are on `Client`, watches and
-//! "wait for the pod" in [`watch`], and WebSocket code dials through [`transport::Transport`].
+//! "wait for the pod" in [`watch`], and WebSocket code dials through [`transport::Transport`]
+//! (which implements [`ws::Dialer`]): [`exec`], [`attach`], [`portforward`], and [`logs`].
 //!
 //! May import: error, secret, remote, term. Never session, sync, agent or cli.
 
@@ -19,8 +20,12 @@ pub mod tls;
 pub mod transport;
 pub mod watch;
 
-// The streaming modules are written on the `kubestream` branch, which adds these lines itself:
-// pub mod ws; pub mod exec; pub mod attach; pub mod logs; pub mod portforward;
+// Streaming (kubestream branch): WebSocket exec/attach/port-forward and pod logs.
+pub mod attach;
+pub mod exec;
+pub mod logs;
+pub mod portforward;
+pub mod ws;
 
 pub use client::Client;
 pub use load::{KubeConfig, Overrides};
