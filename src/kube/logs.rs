@@ -256,7 +256,7 @@ mod tests {
     }
 
     fn waiting(reason: &str) -> Result<Box<dyn Read + Send>> {
-        Err(Error::Api(ApiError {
+        Err(Error::from(ApiError {
             code: 400,
             reason: "BadRequest".into(),
             message: format!("container \"main\" in pod \"p\" is waiting to start: {reason}"),

@@ -13,8 +13,6 @@
 //!
 //! May import: error.
 
-// See kube/mod.rs: our `Error` is large by design of error.rs.
-#![allow(clippy::result_large_err)]
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};

@@ -181,7 +181,7 @@ pub fn decode_exit(status: &[u8]) -> Result<i32> {
             if err.message.is_empty() {
                 err.message = "the remote command failed (no message from the server)".into();
             }
-            Err(annotate_stream_error(Error::Api(err)))
+            Err(annotate_stream_error(Error::from(err)))
         }
         other => Err(Error::Transport {
             message: format!(

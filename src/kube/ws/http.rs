@@ -377,9 +377,9 @@ pub fn error_from_response(status: u16, body: &[u8], upgrade: bool, offered: &st
         }
     });
     if upgrade {
-        super::codec::annotate_stream_error(Error::Api(api))
+        super::codec::annotate_stream_error(Error::from(api))
     } else {
-        Error::Api(api)
+        Error::from(api)
     }
 }
 
@@ -395,7 +395,7 @@ pub fn explain_stream_error(
 ) -> Error {
     match e {
         Error::Api(api) => crate::kube::status::explain(
-            api,
+            *api,
             &crate::kube::status::Op {
                 verb: "create".into(),
                 resource: resource.into(),
