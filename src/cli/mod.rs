@@ -8,7 +8,6 @@
 //!
 //! May import: error, config (plain option types, quantities, name rules). Never kube types.
 
-
 pub mod spec;
 
 use std::collections::BTreeMap;

@@ -5,7 +5,6 @@
 //!
 //! May import: error, secret, std, serde, yaml_serde, libc (flock in `store` only).
 
-
 pub mod duration;
 pub mod layer;
 pub mod names;

@@ -7,7 +7,6 @@
 //!
 //! May import: error, secret, remote, term. Never session, sync, agent or cli.
 
-
 pub mod auth;
 pub mod client;
 pub mod kubeconfig;

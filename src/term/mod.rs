@@ -13,7 +13,6 @@
 //!
 //! May import: error.
 
-
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
