@@ -327,8 +327,11 @@ fn ws_loop(ws: &mut Ws, rx: &Receiver<Msg>, on_frame: &mut dyn FnMut(&[u8]) -> b
     let mut closing: Option<Instant> = None;
     loop {
         let mut wrote = false;
+        let mut batch = 0;
         if closing.is_none() {
-            loop {
+            // At most 64 frames per round, so client frames are read even under constant output.
+            while batch < 64 {
+                batch += 1;
                 match rx.try_recv() {
                     // Internal keep-alive of attach sessions, never sent.
                     Ok(Msg::Frame(250, _)) => {}
@@ -364,7 +367,7 @@ fn ws_loop(ws: &mut Ws, rx: &Receiver<Msg>, on_frame: &mut dyn FnMut(&[u8]) -> b
                 return;
             }
         }
-        if wrote {
+        if wrote && batch < 64 {
             // More output may be queued: write it before blocking in a read.
             continue;
         }
