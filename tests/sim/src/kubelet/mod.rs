@@ -851,8 +851,8 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
             Err(msg) => {
                 if msg != last {
                     lock(&pod.rt).unschedulable = Some(msg.clone());
-                    inner.publish(pod);
                     inner.event(pod, "Warning", "FailedScheduling", &msg);
+                    inner.publish(pod);
                     last = msg;
                 }
                 inner.wait(pod, Duration::from_millis(200));

@@ -242,7 +242,12 @@ pub fn prepare(
                     let rel = safe_rel(sp).ok_or_else(|| format!("invalid subPath {sp:?}"))?;
                     src = src.join(rel);
                     if !src.exists() {
-                        mkdir(&src, 0o755)?;
+                        // Created writable for the pod user (the real kubelet's 0750 root-owned
+                        // subPath dirs are a common surprise; the simulator prefers usability).
+                        mkdir(&src, 0o777)?;
+                        if let Some(g) = fs_gid {
+                            apply_fs_group(&src, g)?;
+                        }
                     }
                 }
             }
