@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 #[test]
 fn pod_runs_to_completion_with_status_events_and_logs() {
     let h = H::new("complete");
-    h.create(pod("done", &["sh", "-c", "echo hello; echo oops >&2; echo $HOSTNAME"]));
+    h.create(pod(
+        "done",
+        &["sh", "-c", "echo hello; echo oops >&2; echo $HOSTNAME"],
+    ));
     let p = h.wait_phase("done", "Succeeded");
     let cs = ctr_status(&p, "main");
     assert_eq!(cs["state"]["terminated"]["exitCode"], 0, "{p}");
@@ -28,10 +31,17 @@ fn pod_runs_to_completion_with_status_events_and_logs() {
     for reason in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(h.has_event("done", reason, ""), "missing event {reason}");
     }
-    assert!(h.has_event("done", "Scheduled", "Successfully assigned default/done to sim-node"));
+    assert!(h.has_event(
+        "done",
+        "Scheduled",
+        "Successfully assigned default/done to sim-node"
+    ));
     let all = h.logs("done", &LogOptions::default());
     // stdout and stderr interleave in the log, both present, hostname = pod name.
-    assert!(all.contains("hello\n") && all.contains("oops\n") && all.contains("done\n"), "{all:?}");
+    assert!(
+        all.contains("hello\n") && all.contains("oops\n") && all.contains("done\n"),
+        "{all:?}"
+    );
     let tail = h.logs(
         "done",
         &LogOptions {
@@ -49,7 +59,10 @@ fn pod_runs_to_completion_with_status_events_and_logs() {
     );
     for line in ts.lines() {
         let (t, _) = line.split_once(' ').expect("timestamp prefix");
-        assert!(t.ends_with('Z') && t.contains('T') && t.contains('.'), "{line}");
+        assert!(
+            t.ends_with('Z') && t.contains('T') && t.contains('.'),
+            "{line}"
+        );
     }
     let since = h.logs(
         "done",
@@ -71,7 +84,12 @@ fn running_pod_is_ready_and_failed_pod_reports_exit_code() {
     assert!(cs["state"]["running"]["startedAt"].is_string());
     assert_eq!(cs["ready"], true);
     assert_eq!(cs["started"], true);
-    for t in ["Initialized", "ContainersReady", "PodScheduled", "PodReadyToStartContainers"] {
+    for t in [
+        "Initialized",
+        "ContainersReady",
+        "PodScheduled",
+        "PodReadyToStartContainers",
+    ] {
         assert_eq!(condition(&p, t)["status"], "True", "{t}");
     }
     h.create(pod("failing", &["sh", "-c", "exit 3"]));
@@ -91,7 +109,10 @@ fn restart_policies_and_crash_loop() {
         ctr_status(p, "main")["restartCount"].as_u64() >= Some(2)
     });
     assert_eq!(p["status"]["phase"], "Running");
-    assert_eq!(ctr_status(&p, "main")["lastState"]["terminated"]["exitCode"], 1);
+    assert_eq!(
+        ctr_status(&p, "main")["lastState"]["terminated"]["exitCode"],
+        1
+    );
     h.wait_pod("always", "CrashLoopBackOff", |p| {
         ctr_status(p, "main")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
@@ -115,13 +136,20 @@ fn restart_policies_and_crash_loop() {
     let marker = h.path("onfailure-marker");
     let mut retry = pod(
         "retry",
-        &["sh", "-c", &format!("if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 7")],
+        &[
+            "sh",
+            "-c",
+            &format!("if [ -e {marker} ]; then exit 0; fi; touch {marker}; exit 7"),
+        ],
     );
     retry["spec"]["restartPolicy"] = json!("OnFailure");
     h.create(retry);
     let p = h.wait_phase("retry", "Succeeded");
     assert_eq!(ctr_status(&p, "main")["restartCount"], 1);
-    assert_eq!(ctr_status(&p, "main")["lastState"]["terminated"]["exitCode"], 7);
+    assert_eq!(
+        ctr_status(&p, "main")["lastState"]["terminated"]["exitCode"],
+        7
+    );
 }
 
 #[test]
@@ -154,7 +182,9 @@ fn init_containers_run_first_in_order() {
         "PodInitializing"
     );
     let p = h.wait_phase("withinit", "Succeeded");
-    let inits = p["status"]["initContainerStatuses"].as_array().expect("init statuses");
+    let inits = p["status"]["initContainerStatuses"]
+        .as_array()
+        .expect("init statuses");
     assert_eq!(inits.len(), 2);
     for i in inits {
         assert_eq!(i["state"]["terminated"]["reason"], "Completed");
@@ -175,7 +205,10 @@ fn init_containers_run_first_in_order() {
     let i = &p["status"]["initContainerStatuses"][0];
     assert_eq!(i["state"]["terminated"]["exitCode"], 2);
     assert_eq!(i["state"]["terminated"]["reason"], "Error");
-    assert!(ctr_status(&p, "main")["state"]["waiting"].is_object(), "{p}");
+    assert!(
+        ctr_status(&p, "main")["state"]["waiting"].is_object(),
+        "{p}"
+    );
 }
 
 #[test]
@@ -190,7 +223,10 @@ fn graceful_deletion_sends_sigterm_then_sigkill() {
     let t0 = Instant::now();
     h.delete("graceful", 20);
     h.wait_deleted("graceful", Duration::from_secs(10));
-    assert!(t0.elapsed() < Duration::from_secs(10), "SIGTERM handler should end it early");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "SIGTERM handler should end it early"
+    );
     assert_eq!(std::fs::read_to_string(&flag).expect("flag").trim(), "term");
     assert!(h.has_event("graceful", "Killing", "Stopping container main"));
 
@@ -198,14 +234,22 @@ fn graceful_deletion_sends_sigterm_then_sigkill() {
     let marker = "kodama-ignore-term-marker";
     h.create(pod(
         "stubborn",
-        &["sh", "-c", "trap '' TERM; echo trapped; while true; do sleep 0.05; done", marker],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM; echo trapped; while true; do sleep 0.05; done",
+            marker,
+        ],
     ));
     h.wait_log("stubborn", "trapped\n");
     let t0 = Instant::now();
     h.delete("stubborn", 1);
     h.wait_deleted("stubborn", Duration::from_secs(10));
     let took = t0.elapsed();
-    assert!(took >= Duration::from_millis(900), "grace period not honoured: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "grace period not honoured: {took:?}"
+    );
     assert!(pids_with(marker).is_empty(), "process survived deletion");
 }
 
@@ -218,7 +262,8 @@ fn kill_pod_processes_is_a_crash_and_restarts() {
     h.wait_ready("victim");
     h.kubelet.kill_pod_processes(NS, "victim");
     let p = h.wait_pod("victim", "restart after kill", |p| {
-        ctr_status(p, "main")["restartCount"] == 1 && ctr_status(p, "main")["state"]["running"].is_object()
+        ctr_status(p, "main")["restartCount"] == 1
+            && ctr_status(p, "main")["state"]["running"].is_object()
     });
     let last = &ctr_status(&p, "main")["lastState"]["terminated"];
     assert_eq!(last["exitCode"], 137, "{p}");
@@ -229,15 +274,21 @@ fn kill_pod_processes_is_a_crash_and_restarts() {
 fn shutdown_leaves_no_processes() {
     let h = H::new("shutdown");
     let marker = "300.4242";
-    h.create(pod("bg", &["sh", "-c", "sleep 300.4242 & sleep 300.4242; true"]));
+    h.create(pod(
+        "bg",
+        &["sh", "-c", "sleep 300.4242 & sleep 300.4242; true"],
+    ));
     h.wait_ready("bg");
     h.state
         .wait_for(TIMEOUT, |_| (pids_with(marker).len() >= 2).then_some(()))
         .expect("both processes run");
     h.kubelet.shutdown();
-    let gone = h
-        .state
-        .wait_for(Duration::from_secs(5), |_| pids_with(marker).is_empty().then_some(()));
+    let gone = h.state.wait_for(Duration::from_secs(5), |_| {
+        pids_with(marker).is_empty().then_some(())
+    });
     assert!(gone.is_some(), "stray processes: {:?}", pids_with(marker));
-    assert!(!h.state.was_deleted(NS, "bg"), "shutdown must not delete pods");
+    assert!(
+        !h.state.was_deleted(NS, "bg"),
+        "shutdown must not delete pods"
+    );
 }

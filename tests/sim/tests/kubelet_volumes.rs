@@ -96,28 +96,52 @@ fn volumes_are_mounted_with_owners_modes_and_identity() {
     let v = kv(&log);
     assert_eq!(v["uid"], "1000", "{log}");
     assert_eq!(v["gid"], "1000");
-    assert!(v["groups"].split(' ').any(|g| g == "2000"), "fsGroup is a supplementary group: {log}");
+    assert!(
+        v["groups"].split(' ').any(|g| g == "2000"),
+        "fsGroup is a supplementary group: {log}"
+    );
     assert_eq!(v["pwd"], ws);
     assert_eq!(v["home"], home);
-    assert_eq!(v["data"], "2777 2000", "PVC dir: g+rwxs, group fsGroup: {log}");
+    assert_eq!(
+        v["data"], "2777 2000",
+        "PVC dir: g+rwxs, group fsGroup: {log}"
+    );
     assert_eq!(v["ws"], "2777 2000", "emptyDir: {log}");
     assert_eq!(v["cfgmode"], "640", "item mode + fsGroup g+r: {log}");
     assert_eq!(v["cfgfiles"], "conf,", "only the listed items: {log}");
-    assert_eq!(v["secmode"], "440 1000 2000", "0400 secret readable by runAsUser: {log}");
+    assert_eq!(
+        v["secmode"], "440 1000 2000",
+        "0400 secret readable by runAsUser: {log}"
+    );
     assert_eq!(v["token"], "s3cr3t");
     assert_eq!(v["homewrite"], "ok");
     assert_eq!(v["pvcwrite"], "ok");
-    assert_eq!(v["rowrite"], "no", "readOnly mount must refuse writes: {log}");
+    assert_eq!(
+        v["rowrite"], "no",
+        "readOnly mount must refuse writes: {log}"
+    );
     assert_eq!(v["subwrite"], "ok");
     // PVC bound by the kubelet, data on the host.
-    let claim = h.state.get("persistentvolumeclaims", NS, "data").expect("pvc");
+    let claim = h
+        .state
+        .get("persistentvolumeclaims", NS, "data")
+        .expect("pvc");
     assert_eq!(claim["status"]["phase"], "Bound");
     let host = pvc_host_dir(&h, "data");
-    assert_eq!(std::fs::read_to_string(host.join("file")).expect("pvc file"), "persisted\n");
-    assert!(host.join("nested").join("inner").exists(), "subPath lives inside the PVC");
+    assert_eq!(
+        std::fs::read_to_string(host.join("file")).expect("pvc file"),
+        "persisted\n"
+    );
+    assert!(
+        host.join("nested").join("inner").exists(),
+        "subPath lives inside the PVC"
+    );
     assert_eq!(std::fs::metadata(&host).expect("stat").gid(), 2000);
     // The mounts exist only inside the pod's namespace: on the host the mount point is empty.
-    assert!(std::fs::read_dir(&data).expect("mount point").next().is_none());
+    assert!(std::fs::read_dir(&data)
+        .expect("mount point")
+        .next()
+        .is_none());
     assert_eq!(p["status"]["phase"], "Succeeded");
 
     // PVC data outlives the pod: a second pod sees the file.
@@ -219,7 +243,8 @@ fn insufficient_resources_leave_pods_unschedulable_until_freed() {
     let h = H::new("sched");
     let with_req = |name: &str, cpu: &str, gpu: Option<u64>| {
         let mut p = pod(name, &["sleep", "300"]);
-        p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": cpu, "memory": "64Mi"}});
+        p["spec"]["containers"][0]["resources"] =
+            json!({"requests": {"cpu": cpu, "memory": "64Mi"}});
         if let Some(g) = gpu {
             p["spec"]["containers"][0]["resources"]["limits"] = json!({"nvidia.com/gpu": g});
         }
@@ -237,7 +262,11 @@ fn insufficient_resources_leave_pods_unschedulable_until_freed() {
         condition(&p, "PodScheduled")["message"],
         "0/1 nodes are available: 1 Insufficient cpu."
     );
-    assert!(h.has_event("second", "FailedScheduling", "0/1 nodes are available: 1 Insufficient cpu."));
+    assert!(h.has_event(
+        "second",
+        "FailedScheduling",
+        "0/1 nodes are available: 1 Insufficient cpu."
+    ));
     assert!(p["status"]["containerStatuses"].is_null());
     // Freeing the node lets it schedule.
     h.delete("big", 1);
@@ -292,7 +321,11 @@ fn missing_image_fails_to_pull_and_never_starts() {
     });
     assert_eq!(p["status"]["phase"], "Pending");
     assert!(h.has_event("noimage", "Failed", "Error: ErrImagePull"));
-    assert!(h.has_event("noimage", "Failed", "Failed to pull image \"registry.local/tool:missing\""));
+    assert!(h.has_event(
+        "noimage",
+        "Failed",
+        "Failed to pull image \"registry.local/tool:missing\""
+    ));
     assert!(h.has_event("noimage", "BackOff", "Back-off pulling image"));
     assert!(!h.has_event("noimage", "Started", ""));
     let mut p = pod("noimage2", &["true"]);

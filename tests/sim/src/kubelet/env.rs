@@ -155,10 +155,7 @@ pub fn container_env(
         for (key, resource) in [("configMapRef", "configmaps"), ("secretRef", "secrets")] {
             let Some(r) = ef.get(key) else { continue };
             let name = r.get("name").and_then(|n| n.as_str()).unwrap_or("");
-            let optional = r
-                .get("optional")
-                .and_then(|o| o.as_bool())
-                .unwrap_or(false);
+            let optional = r.get("optional").and_then(|o| o.as_bool()).unwrap_or(false);
             if let Some(obj) = fetch(resource, name, optional)? {
                 for (k, v) in object_values(resource, &obj) {
                     let name = format!("{prefix}{k}");
@@ -188,14 +185,14 @@ pub fn container_env(
             set(&mut env, name, v);
             continue;
         }
-        for (key, resource) in [("configMapKeyRef", "configmaps"), ("secretKeyRef", "secrets")] {
+        for (key, resource) in [
+            ("configMapKeyRef", "configmaps"),
+            ("secretKeyRef", "secrets"),
+        ] {
             let Some(r) = vf.get(key) else { continue };
             let oname = r.get("name").and_then(|n| n.as_str()).unwrap_or("");
             let okey = r.get("key").and_then(|n| n.as_str()).unwrap_or("");
-            let optional = r
-                .get("optional")
-                .and_then(|o| o.as_bool())
-                .unwrap_or(false);
+            let optional = r.get("optional").and_then(|o| o.as_bool()).unwrap_or(false);
             let Some(obj) = fetch(resource, oname, optional)? else {
                 continue;
             };
@@ -245,7 +242,8 @@ pub fn container_argv(ctr: &Json, env: &[(String, String)]) -> Vec<String> {
 }
 
 fn num(v: Option<&Json>) -> Option<u32> {
-    v.and_then(|x| x.as_u64()).and_then(|x| u32::try_from(x).ok())
+    v.and_then(|x| x.as_u64())
+        .and_then(|x| u32::try_from(x).ok())
 }
 
 /// The pod-level fsGroup, if any.

@@ -77,7 +77,10 @@ impl MemState {
 
     /// Whether `finish_pod_deletion` was called for `ns/name`.
     pub fn was_deleted(&self, ns: &str, name: &str) -> bool {
-        self.lock().deleted.iter().any(|d| *d == format!("{ns}/{name}"))
+        self.lock()
+            .deleted
+            .iter()
+            .any(|d| *d == format!("{ns}/{name}"))
     }
 
     /// Wait (up to `timeout`) until `f` returns `Some`; re-checked on every change.
@@ -107,10 +110,10 @@ impl ClusterState for MemState {
             .cloned()
     }
     fn set_pod_status(&self, namespace: &str, name: &str, status: Json) {
-        if let Some(p) = self
-            .lock()
-            .objects
-            .get_mut(&("pods".into(), namespace.into(), name.into()))
+        if let Some(p) =
+            self.lock()
+                .objects
+                .get_mut(&("pods".into(), namespace.into(), name.into()))
         {
             p["status"] = status;
         }
@@ -238,7 +241,7 @@ fn handle(kubelet: Arc<dyn Kubelet>, mut conn: TcpStream) {
     let Some(req) = parse_stream_request(&head) else {
         return;
     };
-    let _ = conn.set_read_timeout(Some(Duration::from_millis(20)));
+    let _ = conn.set_read_timeout(Some(crate::contract::STREAM_READ_TIMEOUT));
     let _ = conn.set_nodelay(true);
     kubelet.stream(req, Box::new(conn));
 }

@@ -61,7 +61,13 @@ fn write_entry(sink: &Mutex<File>, stream: &str, full: bool, text: &[u8]) {
 
 /// Copy a container output stream into the log file (one entry per line) and to attach sessions.
 /// Returns at EOF (or EIO from a pty master whose slave side is closed).
-pub fn pump(mut r: impl Read, stream: &'static str, chan: u8, sink: Arc<Mutex<File>>, hub: Arc<Hub>) {
+pub fn pump(
+    mut r: impl Read,
+    stream: &'static str,
+    chan: u8,
+    sink: Arc<Mutex<File>>,
+    hub: Arc<Hub>,
+) {
     let mut buf = [0u8; 32 * 1024];
     let mut pending: Vec<u8> = Vec::new();
     loop {

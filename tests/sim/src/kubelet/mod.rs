@@ -228,10 +228,17 @@ fn pod_requests(pod: &Json) -> Req {
     let one = |c: &Json| -> Req {
         let mut r = Req::default();
         let res = c.get("resources");
-        let reqs = res.and_then(|r| r.get("requests")).and_then(|r| r.as_object());
-        let lims = res.and_then(|r| r.get("limits")).and_then(|r| r.as_object());
+        let reqs = res
+            .and_then(|r| r.get("requests"))
+            .and_then(|r| r.as_object());
+        let lims = res
+            .and_then(|r| r.get("limits"))
+            .and_then(|r| r.as_object());
         let mut keys: Vec<&String> = reqs.map(|m| m.keys().collect()).unwrap_or_default();
-        keys.extend(lims.map(|m| m.keys().collect::<Vec<_>>()).unwrap_or_default());
+        keys.extend(
+            lims.map(|m| m.keys().collect::<Vec<_>>())
+                .unwrap_or_default(),
+        );
         for k in keys {
             let v = reqs
                 .and_then(|m| m.get(k))
@@ -246,7 +253,8 @@ fn pod_requests(pod: &Json) -> Req {
                 "memory" => r.mem = util::bytes(&s).unwrap_or(0),
                 "ephemeral-storage" | "storage" => {}
                 other => {
-                    r.ext.insert(other.to_string(), util::bytes(&s).unwrap_or(0));
+                    r.ext
+                        .insert(other.to_string(), util::bytes(&s).unwrap_or(0));
                 }
             }
         }
@@ -360,10 +368,7 @@ impl Inner {
     fn try_schedule(&self, pod: &Pod) -> Result<(), String> {
         let obj = self.obj(pod);
         for claim in volumes::claims(&obj) {
-            let Some(pvc) = self
-                .state
-                .get("persistentvolumeclaims", &pod.ns, &claim)
-            else {
+            let Some(pvc) = self.state.get("persistentvolumeclaims", &pod.ns, &claim) else {
                 return Err(format!(
                     "0/1 nodes are available: persistentvolumeclaim \"{claim}\" not found."
                 ));
@@ -430,11 +435,11 @@ impl Inner {
             }
         }
         if !short.is_empty() {
-            let parts: Vec<String> = short.iter().map(|r| format!("1 Insufficient {r}")).collect();
-            return Err(format!(
-                "0/1 nodes are available: {}.",
-                parts.join(", ")
-            ));
+            let parts: Vec<String> = short
+                .iter()
+                .map(|r| format!("1 Insufficient {r}"))
+                .collect();
+            return Err(format!("0/1 nodes are available: {}.", parts.join(", ")));
         }
         bound.insert(key, req);
         Ok(())
@@ -445,26 +450,31 @@ impl Inner {
 fn build_status(cfg: &KubeletConfig, pod: &Pod, obj: &Json, rt: &mut Rt) -> Json {
     let now = SystemTime::now();
     let mut conds = Vec::new();
-    let mut cond = |rt: &mut Rt, t: &'static str, ok: bool, reason: Option<&str>, msg: Option<String>| {
-        let e = rt.cond_times.entry(t).or_insert((ok, now));
-        if e.0 != ok {
-            *e = (ok, now);
-        }
-        let mut c = json!({
-            "type": t,
-            "status": if ok { "True" } else { "False" },
-            "lastProbeTime": null,
-            "lastTransitionTime": rfc3339(e.1),
-        });
-        if let Some(r) = reason {
-            c["reason"] = json!(r);
-        }
-        if let Some(m) = msg {
-            c["message"] = json!(m);
-        }
-        conds.push(c);
+    let mut cond =
+        |rt: &mut Rt, t: &'static str, ok: bool, reason: Option<&str>, msg: Option<String>| {
+            let e = rt.cond_times.entry(t).or_insert((ok, now));
+            if e.0 != ok {
+                *e = (ok, now);
+            }
+            let mut c = json!({
+                "type": t,
+                "status": if ok { "True" } else { "False" },
+                "lastProbeTime": null,
+                "lastTransitionTime": rfc3339(e.1),
+            });
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            if let Some(m) = msg {
+                c["message"] = json!(m);
+            }
+            conds.push(c);
+        };
+    let phase = if rt.phase.is_empty() {
+        "Pending"
+    } else {
+        rt.phase
     };
-    let phase = if rt.phase.is_empty() { "Pending" } else { rt.phase };
     if let Some(msg) = rt.unschedulable.clone() {
         cond(rt, "PodScheduled", false, Some("Unschedulable"), Some(msg));
     } else if rt.scheduled {
@@ -485,7 +495,10 @@ fn build_status(cfg: &KubeletConfig, pod: &Pod, obj: &Json, rt: &mut Rt) -> Json
                 "Initialized",
                 false,
                 Some("ContainersNotInitialized"),
-                Some(format!("containers with incomplete status: [{}]", pending_init.join(" "))),
+                Some(format!(
+                    "containers with incomplete status: [{}]",
+                    pending_init.join(" ")
+                )),
             );
         }
         let unready: Vec<String> = rt
@@ -506,7 +519,10 @@ fn build_status(cfg: &KubeletConfig, pod: &Pod, obj: &Json, rt: &mut Rt) -> Json
                     t,
                     false,
                     Some("ContainersNotReady"),
-                    Some(format!("containers with unready status: [{}]", unready.join(" "))),
+                    Some(format!(
+                        "containers with unready status: [{}]",
+                        unready.join(" ")
+                    )),
                 );
             }
         }
@@ -600,10 +616,14 @@ impl Kubelet for SimKubelet {
         if inner.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let ns = str_at(pod, &["metadata", "namespace"]).unwrap_or("default").to_string();
+        let ns = str_at(pod, &["metadata", "namespace"])
+            .unwrap_or("default")
+            .to_string();
         let name = str_at(pod, &["metadata", "name"]).unwrap_or("").to_string();
         let uid = str_at(pod, &["metadata", "uid"]).unwrap_or("").to_string();
-        let deleting = pod.pointer("/metadata/deletionTimestamp").is_some_and(|d| !d.is_null());
+        let deleting = pod
+            .pointer("/metadata/deletionTimestamp")
+            .is_some_and(|d| !d.is_null());
         let grace = Duration::from_secs(
             pod.pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(|g| g.as_u64())
@@ -622,7 +642,11 @@ impl Kubelet for SimKubelet {
                 return;
             }
         }
-        let dir_name = if uid.is_empty() { format!("{ns}_{name}") } else { uid.clone() };
+        let dir_name = if uid.is_empty() {
+            format!("{ns}_{name}")
+        } else {
+            uid.clone()
+        };
         let p = Arc::new(Pod {
             dir: inner.cfg.data_dir.join("pods").join(dir_name),
             ns,
@@ -811,7 +835,10 @@ fn pod_worker(inner: &Arc<Inner>, pod: &Arc<Pod>) {
     inner.release(pod);
     {
         let mut pods = lock(&inner.pods);
-        if pods.get(&Inner::key(pod)).is_some_and(|p| Arc::ptr_eq(p, pod)) {
+        if pods
+            .get(&Inner::key(pod))
+            .is_some_and(|p| Arc::ptr_eq(p, pod))
+        {
             pods.remove(&Inner::key(pod));
         }
     }
@@ -834,7 +861,11 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
             .iter()
             .map(|c| Ctr::new(c, true, "PodInitializing"))
             .collect();
-        let w = if has_init { "PodInitializing" } else { "ContainerCreating" };
+        let w = if has_init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         rt.main = arr(&spec, "containers")
             .iter()
             .map(|c| Ctr::new(c, false, w))
@@ -904,7 +935,8 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
         .iter()
         .chain(arr(&spec, "containers"))
         .filter_map(|c| {
-            let e = env::container_env(&*inner.state, &obj, c, POD_IP, &inner.cfg.node_name).ok()?;
+            let e =
+                env::container_env(&*inner.state, &obj, c, POD_IP, &inner.cfg.node_name).ok()?;
             Some((str_at(c, &["name"])?.to_string(), e))
         })
         .collect();
@@ -943,7 +975,9 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
         }
     }
     inner.publish(pod);
-    let policy = str_at(&spec, &["restartPolicy"]).unwrap_or("Always").to_string();
+    let policy = str_at(&spec, &["restartPolicy"])
+        .unwrap_or("Always")
+        .to_string();
     // 4. Init containers, in order.
     let n_init = lock(&pod.rt).init.len();
     for i in 0..n_init {
@@ -1056,9 +1090,10 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
         // Phase.
         let terminal = {
             let mut rt = lock(&pod.rt);
-            let all_done = rt.main.iter().all(|c| {
-                matches!(c.state, CState::Terminated { .. }) && c.backoff_until.is_none()
-            });
+            let all_done = rt
+                .main
+                .iter()
+                .all(|c| matches!(c.state, CState::Terminated { .. }) && c.backoff_until.is_none());
             if all_done {
                 let ok = rt
                     .main
@@ -1201,7 +1236,12 @@ fn image_pull_failure(inner: &Arc<Inner>, pod: &Arc<Pod>, bad: &[(String, String
         )
     };
     for (_, image, _) in bad {
-        inner.event(pod, "Normal", "Pulling", &format!("Pulling image \"{image}\""));
+        inner.event(
+            pod,
+            "Normal",
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+        );
         inner.event(
             pod,
             "Warning",
@@ -1216,10 +1256,17 @@ fn image_pull_failure(inner: &Arc<Inner>, pod: &Arc<Pod>, bad: &[(String, String
         return done(pod);
     }
     for (_, image, _) in bad {
-        inner.event(pod, "Normal", "BackOff", &format!("Back-off pulling image \"{image}\""));
+        inner.event(
+            pod,
+            "Normal",
+            "BackOff",
+            &format!("Back-off pulling image \"{image}\""),
+        );
         inner.event(pod, "Warning", "Failed", "Error: ImagePullBackOff");
     }
-    set("ImagePullBackOff", &|image| format!("Back-off pulling image \"{image}\""));
+    set("ImagePullBackOff", &|image| {
+        format!("Back-off pulling image \"{image}\"")
+    });
     inner.publish(pod);
     while !inner.wait(pod, Duration::from_secs(3600)) {}
     done(pod)
@@ -1368,7 +1415,11 @@ fn start_container(
     let (spec, name, image, restarts, instance, sandbox_pid, cur_log) = {
         let rt = lock(&pod.rt);
         let c = if init { &rt.init[i] } else { &rt.main[i] };
-        let sb = rt.sandbox.as_ref().map(|s| s.id()).ok_or_else(|| StartErr::Start("pod sandbox is gone".into()))?;
+        let sb = rt
+            .sandbox
+            .as_ref()
+            .map(|s| s.id())
+            .ok_or_else(|| StartErr::Start("pod sandbox is gone".into()))?;
         (
             c.spec.clone(),
             c.name.clone(),
@@ -1399,27 +1450,48 @@ fn start_container(
             proc::open_pty(80, 24).map_err(|e| StartErr::Start(format!("openpty: {e}")))?;
         let child = proc::spawn_in_pod(sandbox_pid, &argv, &env, &id, proc::Io::Pty(slave))
             .map_err(|e| StartErr::Start(spawn_msg(&argv, e)))?;
-        let rd = File::from(master.try_clone().map_err(|e| StartErr::Start(e.to_string()))?);
-        let wr = File::from(master.try_clone().map_err(|e| StartErr::Start(e.to_string()))?);
+        let rd = File::from(
+            master
+                .try_clone()
+                .map_err(|e| StartErr::Start(e.to_string()))?,
+        );
+        let wr = File::from(
+            master
+                .try_clone()
+                .map_err(|e| StartErr::Start(e.to_string()))?,
+        );
         let (s2, h2) = (sink.clone(), hub.clone());
-        pumps.push(std::thread::spawn(move || logs::pump(rd, "stdout", 1, s2, h2)));
+        pumps.push(std::thread::spawn(move || {
+            logs::pump(rd, "stdout", 1, s2, h2)
+        }));
         let stdin: Option<SharedStdin> = if stdin_open {
-            Some(Arc::new(Mutex::new(Some(Box::new(wr) as Box<dyn Write + Send>))))
+            Some(Arc::new(Mutex::new(Some(
+                Box::new(wr) as Box<dyn Write + Send>
+            ))))
         } else {
             None
         };
         (child, stdin, Some(Arc::new(master)))
     } else {
-        let mut child =
-            proc::spawn_in_pod(sandbox_pid, &argv, &env, &id, proc::Io::Pipes { stdin: stdin_open })
-                .map_err(|e| StartErr::Start(spawn_msg(&argv, e)))?;
+        let mut child = proc::spawn_in_pod(
+            sandbox_pid,
+            &argv,
+            &env,
+            &id,
+            proc::Io::Pipes { stdin: stdin_open },
+        )
+        .map_err(|e| StartErr::Start(spawn_msg(&argv, e)))?;
         if let Some(out) = child.stdout.take() {
             let (s2, h2) = (sink.clone(), hub.clone());
-            pumps.push(std::thread::spawn(move || logs::pump(out, "stdout", 1, s2, h2)));
+            pumps.push(std::thread::spawn(move || {
+                logs::pump(out, "stdout", 1, s2, h2)
+            }));
         }
         if let Some(err) = child.stderr.take() {
             let (s2, h2) = (sink.clone(), hub.clone());
-            pumps.push(std::thread::spawn(move || logs::pump(err, "stderr", 2, s2, h2)));
+            pumps.push(std::thread::spawn(move || {
+                logs::pump(err, "stderr", 2, s2, h2)
+            }));
         }
         let stdin: Option<SharedStdin> = child
             .stdin
@@ -1460,8 +1532,18 @@ fn start_container(
             &format!("Container image \"{image}\" already present on machine"),
         );
     }
-    inner.event(pod, "Normal", "Created", &format!("Created container: {name}"));
-    inner.event(pod, "Normal", "Started", &format!("Started container {name}"));
+    inner.event(
+        pod,
+        "Normal",
+        "Created",
+        &format!("Created container: {name}"),
+    );
+    inner.event(
+        pod,
+        "Normal",
+        "Started",
+        &format!("Started container {name}"),
+    );
     Ok(())
 }
 

@@ -255,10 +255,12 @@ pub fn pids_in_ns(ns: &Path, except: u32) -> Vec<i32> {
 pub fn namespaces_available() -> Result<(), String> {
     // SAFETY: plain syscall.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("the simulated kubelet needs root (CAP_SYS_ADMIN) to create one mount \
+        return Err(
+            "the simulated kubelet needs root (CAP_SYS_ADMIN) to create one mount \
                     namespace per pod and bind-mount volumes; run the tests as root (e.g. in a \
                     privileged CI container)"
-            .to_string());
+                .to_string(),
+        );
     }
     Ok(())
 }

@@ -127,8 +127,9 @@ fn write_http(conn: &mut dyn Conn, code: u16, ctype: &str, body: &[u8]) {
         reason_phrase(code),
         body.len()
     );
-    let _ = conn.write_all(head.as_bytes());
-    let _ = conn.write_all(body);
+    let mut all = head.into_bytes();
+    all.extend_from_slice(body);
+    let _ = conn.write_all(&all);
     let _ = conn.flush();
 }
 
@@ -181,17 +182,30 @@ pub fn serve(inner: &Arc<Inner>, req: StreamRequest, mut conn: Box<dyn Conn>) {
     }
 }
 
-fn handshake(replay: Replay, proto: Option<&'static str>) -> Option<Ws> {
-    let cb = move |_req: &tungstenite::handshake::server::Request,
-                   mut resp: tungstenite::handshake::server::Response| {
-        if let Some(p) = proto {
+/// Handshake callback: answer with the chosen subprotocol.
+struct ChooseProto(Option<&'static str>);
+
+impl tungstenite::handshake::server::Callback for ChooseProto {
+    fn on_request(
+        self,
+        _req: &tungstenite::handshake::server::Request,
+        mut resp: tungstenite::handshake::server::Response,
+    ) -> Result<
+        tungstenite::handshake::server::Response,
+        tungstenite::handshake::server::ErrorResponse,
+    > {
+        if let Some(p) = self.0 {
             resp.headers_mut().insert(
                 "Sec-WebSocket-Protocol",
                 tungstenite::http::HeaderValue::from_static(p),
             );
         }
         Ok(resp)
-    };
+    }
+}
+
+fn handshake(replay: Replay, proto: Option<&'static str>) -> Option<Ws> {
+    let cb = ChooseProto(proto);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut res = tungstenite::accept_hdr(replay, cb);
     loop {
@@ -261,7 +275,10 @@ fn plan(pod: &Pod, req: &StreamRequest) -> Result<Plan, KubeletError> {
             return Err(kerr(
                 500,
                 "InternalError",
-                format!("unable to upgrade connection: pod {} is not running", pod.name),
+                format!(
+                    "unable to upgrade connection: pod {} is not running",
+                    pod.name
+                ),
             ));
         }
         return Ok(Plan::PortForward(ports));
@@ -283,7 +300,10 @@ fn plan(pod: &Pod, req: &StreamRequest) -> Result<Plan, KubeletError> {
         return Err(kerr(
             500,
             "InternalError",
-            format!("unable to upgrade connection: container not found (\"{}\")", c.name),
+            format!(
+                "unable to upgrade connection: container not found (\"{}\")",
+                c.name
+            ),
         ));
     };
     if req.kind == StreamKind::Attach {
@@ -605,7 +625,6 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
         true
     };
     ws_loop(ws, &rx, &mut on_frame);
-    drop(on_frame);
     let session_done = waiter.is_finished();
     // Client gone or session finished: close stdin; a pty hang-up reaches the session on drop.
     drop(sin);

@@ -26,7 +26,15 @@ fn split(t: SystemTime) -> (i64, u32, u32, u64, u64, u64, u32) {
     let secs = d.as_secs();
     let (y, mo, day) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    (y, mo, day, rem / 3600, rem % 3600 / 60, rem % 60, d.subsec_nanos())
+    (
+        y,
+        mo,
+        day,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos(),
+    )
 }
 
 /// `2026-11-30T04:28:59Z` (metav1.Time).
@@ -181,7 +189,7 @@ mod tests {
     fn timestamps_round_trip() {
         let t = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
         let s = rfc3339_nano(t);
-        assert_eq!(s, "2026-11-18T08:26:40.123456789Z");
+        assert_eq!(s, "2026-11-18T11:06:40.123456789Z");
         assert_eq!(parse_rfc3339(&s), Some(t));
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(

@@ -122,7 +122,8 @@ fn project(
                 .unwrap_or(default_mode);
             match values.iter().find(|(k, _)| k == key) {
                 Some((_, v)) => {
-                    let rel = safe_rel(path).ok_or_else(|| format!("invalid item path {path:?}"))?;
+                    let rel =
+                        safe_rel(path).ok_or_else(|| format!("invalid item path {path:?}"))?;
                     files.push((rel, v.clone(), mode));
                 }
                 None if optional => {}
@@ -181,9 +182,10 @@ pub fn prepare(
         .pointer("/spec/securityContext/runAsUser")
         .and_then(|u| u.as_u64())
         .or_else(|| {
-            containers
-                .iter()
-                .find_map(|c| c.pointer("/securityContext/runAsUser").and_then(|u| u.as_u64()))
+            containers.iter().find_map(|c| {
+                c.pointer("/securityContext/runAsUser")
+                    .and_then(|u| u.as_u64())
+            })
         })
         .map(|u| u as u32);
     let mut vol_dirs: Vec<(String, PathBuf)> = Vec::new();
@@ -311,7 +313,10 @@ pub fn prepare(
 }
 
 fn normalize(p: &str) -> String {
-    let parts: Vec<&str> = p.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
     format!("/{}", parts.join("/"))
 }
 

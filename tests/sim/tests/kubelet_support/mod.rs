@@ -130,9 +130,10 @@ impl H {
         pred: impl Fn(&Json) -> bool,
     ) -> Json {
         use kodama_sim::contract::ClusterState;
-        match self.state.wait_for(timeout, |s| {
-            s.get("pods", NS, name).filter(|p| pred(p))
-        }) {
+        match self
+            .state
+            .wait_for(timeout, |s| s.get("pods", NS, name).filter(|p| pred(p)))
+        {
             Some(p) => p,
             None => panic!(
                 "pod {name}: timed out waiting for {what}; last: {}\nevents: {:?}",
@@ -148,9 +149,10 @@ impl H {
 
     pub fn wait_ready(&self, name: &str) -> Json {
         self.wait_pod(name, "Ready", |p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
         })
     }
 
@@ -158,7 +160,10 @@ impl H {
         let ok = self
             .state
             .wait_for(timeout, |s| s.was_deleted(NS, name).then_some(()));
-        assert!(ok.is_some(), "pod {name} was not deleted within {timeout:?}");
+        assert!(
+            ok.is_some(),
+            "pod {name} was not deleted within {timeout:?}"
+        );
     }
 
     /// Full log of a container.
@@ -175,7 +180,12 @@ impl H {
         let got = self.state.wait_for(TIMEOUT, |_| {
             let mut out = Vec::new();
             self.kubelet
-                .logs(NS, name, &kodama_sim::contract::LogOptions::default(), &mut out)
+                .logs(
+                    NS,
+                    name,
+                    &kodama_sim::contract::LogOptions::default(),
+                    &mut out,
+                )
                 .ok()?;
             let s = String::from_utf8_lossy(&out).into_owned();
             s.contains(text).then_some(s)
@@ -296,7 +306,8 @@ pub fn connect(
         );
     }
     let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    tcp.set_read_timeout(Some(Duration::from_millis(10))).expect("timeout");
+    tcp.set_read_timeout(Some(Duration::from_millis(10)))
+        .expect("timeout");
     tcp.set_write_timeout(Some(Duration::from_millis(10)))
         .expect("timeout");
     let mut res = tungstenite::client::client(req, tcp);
@@ -404,8 +415,12 @@ pub fn exec_path(pod: &str, cmd: &[&str], stdin: bool, tty: bool) -> String {
 
 /// Run an exec to completion with optional stdin (v5 closes stdin after it).
 pub fn exec(h: &H, pod: &str, cmd: &[&str], stdin: Option<&[u8]>, protocols: &str) -> WsResult {
-    let (ws, proto) = connect(h.stream_port(), &exec_path(pod, cmd, stdin.is_some(), false), protocols)
-        .expect("exec handshake");
+    let (ws, proto) = connect(
+        h.stream_port(),
+        &exec_path(pod, cmd, stdin.is_some(), false),
+        protocols,
+    )
+    .expect("exec handshake");
     let mut input = Vec::new();
     if let Some(data) = stdin {
         for chunk in data.chunks(32 * 1024) {
