@@ -1,13 +1,13 @@
 //! Test support for the kubelet alone: an in-memory `ClusterState` that records statuses and
-//! Events and lets tests wait for conditions, and a plain-TCP stand-in for the API server's
-//! streaming hand-off (reads the request head, sets the short read timeout the kubelet needs, and
-//! calls `Kubelet::stream`).
+//! Events and lets tests wait for conditions, and a plain-HTTP stand-in for the API server (the
+//! streaming hand-off with the short read timeout the kubelet needs, plus discovery, GET pod and
+//! pod logs: enough for the real kubectl's exec/cp/logs/attach).
 //!
 //! May import: std, serde_json, contract.
 
 use crate::contract::{ClusterState, Json, Kubelet, StreamKind, StreamRequest};
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -215,18 +215,66 @@ pub fn parse_stream_request(head: &[u8]) -> Option<StreamRequest> {
 
 /// Serve streaming requests for `kubelet` on a local TCP port (plain HTTP, no auth). Returns the port.
 pub fn stream_server(kubelet: Arc<dyn Kubelet>) -> std::io::Result<u16> {
+    serve_http(kubelet, None)
+}
+
+/// A minimal plain-HTTP stand-in for the API server, enough for `kubectl exec`, `cp`, `logs` and
+/// `attach` against the kubelet: discovery, GET pod, pod logs and the streaming subresources.
+pub fn api_stub_server(
+    state: Arc<dyn ClusterState>,
+    kubelet: Arc<dyn Kubelet>,
+) -> std::io::Result<u16> {
+    serve_http(kubelet, Some(state))
+}
+
+fn serve_http(
+    kubelet: Arc<dyn Kubelet>,
+    state: Option<Arc<dyn ClusterState>>,
+) -> std::io::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let k = kubelet.clone();
-            std::thread::spawn(move || handle(k, conn));
+            let s = state.clone();
+            std::thread::spawn(move || handle(k, s, conn));
         }
     });
     Ok(port)
 }
 
-fn handle(kubelet: Arc<dyn Kubelet>, mut conn: TcpStream) {
+fn respond(conn: &mut TcpStream, code: u16, body: &Json) {
+    let body = body.to_string();
+    let head = format!(
+        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(body.as_bytes());
+}
+
+fn discovery(path: &str) -> Option<Json> {
+    let res = |name: &str, kind: &str, verbs: &[&str]| serde_json::json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs});
+    Some(match path {
+        "/version" => serde_json::json!({"major": "1", "minor": "37", "gitVersion": "v1.37.0",
+            "platform": "linux/amd64"}),
+        "/api" => serde_json::json!({"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        "/apis" => serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
+        "/api/v1" => {
+            serde_json::json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                res("pods", "Pod", &["get", "list"]),
+                res("pods/exec", "PodExecOptions", &["create", "get"]),
+                res("pods/attach", "PodAttachOptions", &["create", "get"]),
+                res("pods/log", "Pod", &["get"]),
+                res("pods/portforward", "PodPortForwardOptions", &["create", "get"]),
+            ]})
+        }
+        _ => return None,
+    })
+}
+
+fn handle(kubelet: Arc<dyn Kubelet>, state: Option<Arc<dyn ClusterState>>, mut conn: TcpStream) {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -238,10 +286,104 @@ fn handle(kubelet: Arc<dyn Kubelet>, mut conn: TcpStream) {
             return;
         }
     }
-    let Some(req) = parse_stream_request(&head) else {
+    if let Some(req) = parse_stream_request(&head) {
+        let _ = conn.set_read_timeout(Some(crate::contract::STREAM_READ_TIMEOUT));
+        let _ = conn.set_nodelay(true);
+        kubelet.stream(req, Box::new(conn));
         return;
+    }
+    let Some(state) = state else { return };
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let target = text.split(' ').nth(1).unwrap_or("/").to_string();
+    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+    if let Some(d) = discovery(path) {
+        return respond(&mut conn, 200, &d);
+    }
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let not_found = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": "the server could not find the requested resource",
+        "reason": "NotFound", "code": 404});
+    if parts.len() < 6 || parts[..3] != ["api", "v1", "namespaces"] || parts[4] != "pods" {
+        return respond(&mut conn, 404, &not_found);
+    }
+    let (ns, name) = (parts[3], parts[5]);
+    let Some(mut pod) = state.get("pods", ns, name) else {
+        let e = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": format!("pods \"{name}\" not found"),
+            "reason": "NotFound", "details": {"name": name, "kind": "pods"}, "code": 404});
+        return respond(&mut conn, 404, &e);
     };
-    let _ = conn.set_read_timeout(Some(crate::contract::STREAM_READ_TIMEOUT));
-    let _ = conn.set_nodelay(true);
-    kubelet.stream(req, Box::new(conn));
+    if parts.len() == 6 {
+        pod["kind"] = serde_json::json!("Pod");
+        pod["apiVersion"] = serde_json::json!("v1");
+        return respond(&mut conn, 200, &pod);
+    }
+    if parts.len() == 7 && parts[6] == "log" {
+        let mut opts = crate::contract::LogOptions::default();
+        for kv in q.split('&') {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let v = percent_decode(v);
+            match k {
+                "container" => opts.container = Some(v),
+                "follow" => opts.follow = v == "true",
+                "timestamps" => opts.timestamps = v == "true",
+                "previous" => opts.previous = v == "true",
+                "tailLines" => opts.tail_lines = v.parse().ok(),
+                "sinceSeconds" => opts.since_seconds = v.parse().ok(),
+                _ => {}
+            }
+        }
+        let mut w = Chunked {
+            conn: &mut conn,
+            started: false,
+        };
+        match kubelet.logs(ns, name, &opts, &mut w) {
+            Ok(()) => {
+                w.start();
+                let _ = w.conn.write_all(b"0\r\n\r\n");
+            }
+            Err(e) if !w.started => {
+                let s = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "message": e.message, "reason": e.reason, "code": e.code});
+                respond(&mut conn, e.code, &s);
+            }
+            Err(_) => {}
+        }
+        return;
+    }
+    respond(&mut conn, 404, &not_found)
+}
+
+/// A chunked `text/plain` response body.
+struct Chunked<'a> {
+    conn: &'a mut TcpStream,
+    started: bool,
+}
+
+impl Chunked<'_> {
+    fn start(&mut self) {
+        if !self.started {
+            self.started = true;
+            let _ = self.conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            );
+        }
+    }
+}
+
+impl Write for Chunked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.start();
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.conn
+            .write_all(format!("{:x}\r\n", buf.len()).as_bytes())?;
+        self.conn.write_all(buf)?;
+        self.conn.write_all(b"\r\n")?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.conn.flush()
+    }
 }
