@@ -100,6 +100,30 @@ fn exec_stdin_binary_round_trip_with_v5_close() {
 }
 
 #[test]
+fn exec_outlives_a_dropped_client_like_a_runtime() {
+    let h = H::new("exec-drop");
+    running(&h, "box");
+    let marker = h.path("dropped-marker");
+    std::fs::set_permissions(&h.dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    let cmd = format!("sleep 0.5; touch {marker}");
+    let (ws, _) = connect(
+        h.stream_port(),
+        &exec_path("box", &["sh", "-c", &cmd], false, false),
+        BOTH,
+    )
+    .expect("handshake");
+    drop(ws);
+    let seen = h.state.wait_for(TIMEOUT, |_| {
+        std::path::Path::new(&marker).exists().then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the exec'd command was killed when the client went away"
+    );
+}
+
+#[test]
 fn tty_exec_sees_resize() {
     let h = H::new("tty");
     running(&h, "box");

@@ -268,6 +268,13 @@ fn insufficient_resources_leave_pods_unschedulable_until_freed() {
         "0/1 nodes are available: 1 Insufficient cpu."
     ));
     assert!(p["status"]["containerStatuses"].is_null());
+    // Deleting a pod that never scheduled completes at once.
+    h.create(with_req("third", "3500m", None));
+    h.wait_pod("third", "Unschedulable", |p| {
+        condition(p, "PodScheduled")["reason"] == "Unschedulable"
+    });
+    h.delete("third", 30);
+    h.wait_deleted("third", std::time::Duration::from_secs(5));
     // Freeing the node lets it schedule.
     h.delete("big", 1);
     h.wait_ready("second");

@@ -1371,6 +1371,8 @@ fn reap(inner: &Arc<Inner>, pod: &Arc<Pod>, init: bool, i: usize) -> Option<i32>
     };
     let r = c.run.take().expect("checked above");
     drop(rt);
+    // Like the end of a container's PID namespace: what it left behind in its group dies too.
+    proc::kill_group(r.pid, libc::SIGKILL);
     // Let the output pumps drain what the process wrote.
     let deadline = Instant::now() + Duration::from_millis(500);
     while r.pumps.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {

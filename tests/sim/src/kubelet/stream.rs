@@ -541,48 +541,49 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
     } else {
         (proc::Io::Pipes { stdin: x.stdin }, None)
     };
-    let mut child = match proc::spawn_in_pod(x.sandbox, &x.argv, &x.env, &x.id, io) {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!(
-                "error executing command in container: failed to exec in container: failed to \
-                 start exec: OCI runtime exec failed: exec failed: unable to start container \
-                 process: exec: {:?}: {e}",
-                x.argv[0]
-            );
-            finish(&tx, proto, internal_error(&msg));
-            ws_loop(ws, &rx, &mut |_| true);
-            return;
-        }
-    };
-    let pgid = child.id() as i32;
-    lock(&pod.rt).execs.push(pgid);
-    let mut readers = Vec::new();
+    // The process is spawned, read and reaped on its own thread: its parent-death signal is tied
+    // to that thread, which lives exactly as long as the process.
     let (sin_tx, sin_rx) = channel::<Option<Vec<u8>>>();
-    if let Some(m) = &master {
-        if let Ok(fd) = m.try_clone() {
-            readers.push(reader_thread(File::from(fd), 1, x.stdout, tx.clone()));
-        }
-        if x.stdin {
+    let (pid_tx, pid_rx) = channel::<Option<i32>>();
+    let tx_w = tx.clone();
+    let master_w = master.as_ref().and_then(|m| m.try_clone().ok());
+    let (argv, env, id, sandbox) = (x.argv.clone(), x.env.clone(), x.id.clone(), x.sandbox);
+    let (want_in, want_out, want_err) = (x.stdin, x.stdout, x.stderr);
+    let waiter = std::thread::spawn(move || {
+        let mut child = match proc::spawn_in_pod(sandbox, &argv, &env, &id, io) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = pid_tx.send(None);
+                let msg = format!(
+                    "error executing command in container: failed to exec in container: failed \
+                     to start exec: OCI runtime exec failed: exec failed: unable to start \
+                     container process: exec: {:?}: {e}",
+                    argv[0]
+                );
+                finish(&tx_w, proto, internal_error(&msg));
+                return;
+            }
+        };
+        let _ = pid_tx.send(Some(child.id() as i32));
+        let mut readers = Vec::new();
+        if let Some(m) = master_w {
             if let Ok(fd) = m.try_clone() {
-                writer_thread(Box::new(File::from(fd)), sin_rx, true);
+                readers.push(reader_thread(File::from(fd), 1, want_out, tx_w.clone()));
+            }
+            if want_in {
+                writer_thread(Box::new(File::from(m)), sin_rx, true);
+            }
+        } else {
+            if let Some(o) = child.stdout.take() {
+                readers.push(reader_thread(o, 1, want_out, tx_w.clone()));
+            }
+            if let Some(e) = child.stderr.take() {
+                readers.push(reader_thread(e, 2, want_err, tx_w.clone()));
+            }
+            if let Some(i) = child.stdin.take() {
+                writer_thread(Box::new(i), sin_rx, false);
             }
         }
-    } else {
-        if let Some(o) = child.stdout.take() {
-            readers.push(reader_thread(o, 1, x.stdout, tx.clone()));
-        }
-        if let Some(e) = child.stderr.take() {
-            readers.push(reader_thread(e, 2, x.stderr, tx.clone()));
-        }
-        if let Some(i) = child.stdin.take() {
-            writer_thread(Box::new(i), sin_rx, false);
-        }
-    }
-    // Waiter: exit, drain output, status, close.
-    let tx_w = tx.clone();
-    let argv = x.argv.clone();
-    let waiter = std::thread::spawn(move || {
         let status = child.wait();
         let deadline = Instant::now() + Duration::from_secs(2);
         while readers.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
@@ -595,6 +596,10 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
         };
         finish(&tx_w, proto, exit_status(code, &argv));
     });
+    let pgid = pid_rx.recv().ok().flatten();
+    if let Some(g) = pgid {
+        lock(&pod.rt).execs.push(g);
+    }
     drop(tx);
     let mut sin = Some(sin_tx);
     let stdin_wanted = x.stdin;
@@ -632,7 +637,9 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
     let pod = pod.clone();
     let cleanup = move || {
         let _ = waiter.join();
-        lock(&pod.rt).execs.retain(|g| *g != pgid);
+        if let Some(pgid) = pgid {
+            lock(&pod.rt).execs.retain(|g| *g != pgid);
+        }
     };
     if session_done {
         cleanup();
