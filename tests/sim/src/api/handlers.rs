@@ -1257,6 +1257,14 @@ fn patch_object(
             }
         }
     } else {
+        if !matches!(
+            ct.as_str(),
+            "application/merge-patch+json"
+                | "application/strategic-merge-patch+json"
+                | "application/json-patch+json"
+        ) {
+            return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"), None));
+        }
         let p: Json = serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!("couldn't decode the patch as JSON: {e}"))
         })?;
