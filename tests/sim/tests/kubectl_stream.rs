@@ -95,7 +95,23 @@ impl Kube {
                 let _ = si.write_all(&data);
             });
         }
-        child.wait_with_output().expect("kubectl output")
+        let pid = child.id();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if done_rx
+                .recv_timeout(std::time::Duration::from_secs(90))
+                .is_err()
+            {
+                // SAFETY: plain syscall on our own child.
+                unsafe {
+                    libc::kill(pid as i32, libc::SIGKILL);
+                }
+            }
+        });
+        let out = child.wait_with_output().expect("kubectl output");
+        let _ = done_tx.send(());
+        let _ = watchdog.join();
+        out
     }
 }
 
@@ -274,4 +290,104 @@ fn kubectl_logs_follow() {
         "{}",
         text(&o)
     );
+}
+
+/// The same scenarios through the full simulated API server (HTTPS, token auth): create, wait for
+/// Ready, exec exit codes, exec -i binary, cp both ways, logs -f, delete.
+#[test]
+fn kubectl_against_the_simulated_cluster() {
+    require_root();
+    use kodama_sim::api::{SimCluster, SimOptions};
+    let sim = SimCluster::start(SimOptions {
+        start_delay: std::time::Duration::from_millis(50),
+        ..Default::default()
+    })
+    .expect("start simulated cluster");
+    let work = sim.data_dir().join("kubectl-work");
+    std::fs::create_dir_all(&work).expect("mkdir");
+    let k = Kube {
+        bin: kubectl_bin(),
+        kubeconfig: sim.kubeconfig_path(),
+        cache: work.join("cache"),
+    };
+    let ws = work.join("ws").display().to_string();
+    let manifest = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "box", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000},
+            "volumes": [{"name": "ws", "emptyDir": {}}],
+            "containers": [{"name": "main", "image": "busybox", "workingDir": ws,
+                "command": ["sh", "-c", "echo booted; sleep 300"],
+                "volumeMounts": [{"name": "ws", "mountPath": ws}]}]}
+    });
+    let mf = work.join("pod.json");
+    std::fs::write(&mf, manifest.to_string()).expect("manifest");
+    let o = k.run(
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            mf.to_str().expect("utf8"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = k.run(
+        &["wait", "--for=condition=Ready", "pod/box", "--timeout=60s"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    for code in [0, 1, 42] {
+        let o = k.run(
+            &["exec", "box", "--", "sh", "-c", &format!("exit {code}")],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+    }
+    let data: Vec<u8> = (0..1_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let o = k.run(&["exec", "-i", "box", "--", "cat"], Some(&data));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        o.stdout == data,
+        "binary round trip through the API server corrupted ({} bytes)",
+        o.stdout.len()
+    );
+    let local = work.join("up.txt");
+    std::fs::write(&local, "uploaded\n").expect("write");
+    let o = k.run(
+        &[
+            "cp",
+            local.to_str().expect("utf8"),
+            &format!("box:{ws}/up.txt"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let back = work.join("back.txt");
+    let o = k.run(
+        &[
+            "cp",
+            &format!("box:{ws}/up.txt"),
+            back.to_str().expect("utf8"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("downloaded"),
+        "uploaded\n"
+    );
+    let o = k.run(&["logs", "box"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "booted\n",
+        "{}",
+        text(&o)
+    );
+    let o = k.run(&["delete", "pod", "box", "--grace-period=1"], None);
+    assert!(o.status.success(), "{}", text(&o));
+    sim.stop();
 }

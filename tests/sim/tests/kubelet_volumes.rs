@@ -17,7 +17,7 @@ fn b64(s: &str) -> String {
 fn pvc(name: &str) -> serde_json::Value {
     json!({"metadata": {"name": name, "namespace": NS},
            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-           "status": {"phase": "Pending"}})
+           "status": {"phase": "Bound"}})
 }
 
 /// Parse `key=value` lines printed by a pod.
@@ -310,6 +310,14 @@ fn missing_pvc_keeps_pod_pending_until_created() {
         .as_str()
         .is_some_and(|m| m.contains("persistentvolumeclaim \"later\" not found")));
     assert!(h.has_event("needs-pvc", "FailedScheduling", "\"later\""));
+    // Exists but not bound yet: still unschedulable, with the scheduler's message.
+    let mut pending = pvc("later");
+    pending["status"]["phase"] = json!("Pending");
+    h.put("persistentvolumeclaims", pending);
+    h.wait_pod("needs-pvc", "unbound message", |p| {
+        condition(p, "PodScheduled")["message"]
+            == "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+    });
     h.put("persistentvolumeclaims", pvc("later"));
     h.wait_phase("needs-pvc", "Succeeded");
 }

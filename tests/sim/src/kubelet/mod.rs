@@ -379,28 +379,13 @@ impl Inner {
                 ));
             }
             if str_at(&pvc, &["status", "phase"]) != Some("Bound") {
-                let class = str_at(&pvc, &["spec", "storageClassName"]).unwrap_or("");
-                if class.contains("does-not-exist") {
-                    return Err(
-                        "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
-                            .to_string(),
-                    );
-                }
-                volumes::ensure_pvc_dir(&self.cfg.data_dir, &pod.ns, &claim)?;
-                let storage = pvc
-                    .pointer("/spec/resources/requests/storage")
-                    .cloned()
-                    .unwrap_or(json!("1Gi"));
-                let modes = pvc
-                    .pointer("/spec/accessModes")
-                    .cloned()
-                    .unwrap_or(json!(["ReadWriteOnce"]));
-                self.state.set_pvc_status(
-                    &pod.ns,
-                    &claim,
-                    json!({"phase": "Bound", "accessModes": modes, "capacity": {"storage": storage}}),
+                // Binding is the API server's (provisioner's) job; wait for it.
+                return Err(
+                    "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims."
+                        .to_string(),
                 );
             }
+            volumes::ensure_pvc_dir(&self.cfg.data_dir, &pod.ns, &claim)?;
         }
         let req = pod_requests(&obj);
         let key = Self::key(pod);
