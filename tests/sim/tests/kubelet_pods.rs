@@ -292,3 +292,53 @@ fn shutdown_leaves_no_processes() {
         "shutdown must not delete pods"
     );
 }
+
+#[test]
+fn without_namespaces_pods_report_a_clear_error() {
+    use kodama_sim::contract::{ClusterState, KubeletConfig};
+    use kodama_sim::kubelet::fake::MemState;
+    let dir = std::env::temp_dir().join(format!("kodama-kubelet-nons-{}", std::process::id()));
+    let state = MemState::new();
+    let kubelet = kodama_sim::kubelet::new_without_namespaces(
+        state.clone(),
+        KubeletConfig {
+            data_dir: dir.clone(),
+            start_delay: Duration::from_millis(10),
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+            extended: vec![],
+            node_name: "n".into(),
+        },
+    );
+    let mut p = pod("p", &["true"]);
+    p["metadata"]["namespace"] = json!(NS);
+    p["metadata"]["uid"] = json!("u1");
+    state.put("pods", p.clone());
+    kubelet.pod_changed(&p);
+    let got = state.wait_for(TIMEOUT, |s| {
+        let p = s.get("pods", NS, "p")?;
+        let w = &ctr_status(&p, "main")["state"]["waiting"];
+        (w["reason"] == "ContainerCreating"
+            && w["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("needs root")))
+        .then_some(p)
+    });
+    assert!(
+        got.is_some(),
+        "no clear error in the status: {:?}",
+        state.get("pods", NS, "p")
+    );
+    assert!(state
+        .events("p")
+        .iter()
+        .any(|e| e.reason == "FailedCreatePodSandBox"
+            && e.type_ == "Warning"
+            && e.message.contains("needs root")));
+    assert_eq!(
+        state.get("pods", NS, "p").expect("pod")["status"]["phase"],
+        "Pending"
+    );
+    kubelet.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}

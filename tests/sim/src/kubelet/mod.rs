@@ -38,10 +38,31 @@ pub const POD_IP: &str = "127.0.0.1";
 
 /// Build the kubelet (see `contract::KubeletFactory`).
 pub fn new(state: Arc<dyn ClusterState>, config: KubeletConfig) -> Arc<dyn Kubelet> {
+    build(state, config, proc::namespaces_available().err())
+}
+
+/// A kubelet that behaves as on a host without root/namespaces (tests of that error path).
+#[doc(hidden)]
+pub fn new_without_namespaces(
+    state: Arc<dyn ClusterState>,
+    config: KubeletConfig,
+) -> Arc<dyn Kubelet> {
+    build(
+        state,
+        config,
+        Some("simulated: this host cannot create mount namespaces (needs root)".to_string()),
+    )
+}
+
+fn build(
+    state: Arc<dyn ClusterState>,
+    config: KubeletConfig,
+    ns_error: Option<String>,
+) -> Arc<dyn Kubelet> {
     Arc::new(SimKubelet {
         inner: Arc::new(Inner {
             state,
-            ns_error: proc::namespaces_available().err(),
+            ns_error,
             cfg: config,
             pods: Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
@@ -1006,7 +1027,7 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
                 lock(&pod.rt).phase = "Failed";
                 break;
             }
-            schedule_restart(pod, true, i);
+            schedule_restart(inner, pod, true, i);
             inner.publish(pod);
         }
         if lock(&pod.rt).phase == "Failed" {
@@ -1042,7 +1063,7 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
                     policy == "Always" || (policy == "OnFailure" && code != 0)
                 };
                 if restart {
-                    schedule_restart(pod, false, i);
+                    schedule_restart(inner, pod, false, i);
                 }
             }
             let should_start = {
@@ -1067,7 +1088,7 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
                         && (policy == "Always" || policy == "OnFailure")
                     {
                         drop(rt);
-                        schedule_restart(pod, false, i);
+                        schedule_restart(inner, pod, false, i);
                     }
                 }
             }
@@ -1274,7 +1295,7 @@ fn backoff(n: u32) -> Duration {
     }
 }
 
-fn schedule_restart(pod: &Pod, init: bool, i: usize) {
+fn schedule_restart(inner: &Inner, pod: &Pod, init: bool, i: usize) {
     let mut rt = lock(&pod.rt);
     let name = pod.name.clone();
     let uid = pod.uid.clone();
@@ -1284,6 +1305,10 @@ fn schedule_restart(pod: &Pod, init: bool, i: usize) {
     c.backoff_until = Some(Instant::now() + d);
     c.last = Some(c.state.clone());
     if !d.is_zero() {
+        let msg = format!(
+            "Back-off restarting failed container {} in pod {}_{}({})",
+            c.name, name, ns, uid
+        );
         c.state = CState::Waiting {
             reason: "CrashLoopBackOff".into(),
             message: format!(
@@ -1295,6 +1320,8 @@ fn schedule_restart(pod: &Pod, init: bool, i: usize) {
                 uid
             ),
         };
+        drop(rt);
+        inner.event(pod, "Warning", "BackOff", &msg);
     } else {
         c.state = CState::Waiting {
             reason: "ContainerCreating".into(),
@@ -1539,4 +1566,41 @@ fn spawn_msg(argv: &[String], e: std::io::Error) -> String {
         "failed to create containerd task: failed to start container process: exec: {:?}: {e}",
         argv.first().map(String::as_str).unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_sum_containers_and_take_the_largest_init() {
+        let pod = json!({"spec": {
+        "initContainers": [{"resources": {"requests": {"cpu": "3", "memory": "1Gi"}}}],
+        "containers": [
+            {"resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "2Gi", "nvidia.com/gpu": "1"}}},
+            {"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
+        ]}});
+        let r = pod_requests(&pod);
+        assert_eq!(r.cpu, 3000);
+        assert_eq!(r.mem, (2 << 30) + (64 << 20));
+        assert_eq!(r.ext.get("nvidia.com/gpu"), Some(&1));
+    }
+
+    #[test]
+    fn qos_classes() {
+        let none = json!({"spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(qos_class(&none), "BestEffort");
+        let burst = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "1"}}}]}});
+        assert_eq!(qos_class(&burst), "Burstable");
+        let g = json!({"spec": {"containers": [{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}});
+        assert_eq!(qos_class(&g), "Guaranteed");
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(30), Duration::from_secs(10));
+    }
 }
