@@ -342,3 +342,26 @@ fn without_namespaces_pods_report_a_clear_error() {
     kubelet.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn pods_removed_from_the_store_are_cleaned_up() {
+    let h = H::new("orphan");
+    let marker = "301.777";
+    h.create(pod("orphan", &["sleep", marker]));
+    h.wait_ready("orphan");
+    assert!(!pids_with(marker).is_empty());
+    // Removed behind the kubelet's back (no deletionTimestamp): its processes still go away.
+    h.state.remove("pods", NS, "orphan");
+    let gone = h
+        .state
+        .wait_for(TIMEOUT, |_| pids_with(marker).is_empty().then_some(()));
+    assert!(
+        gone.is_some(),
+        "orphaned pod processes survive: {:?}",
+        pids_with(marker)
+    );
+    assert!(
+        !h.state.was_deleted(NS, "orphan"),
+        "an orphan is not finished through the API"
+    );
+}

@@ -213,6 +213,17 @@ fn env_env_from_and_config_errors() {
     assert!(v.get("PATH").is_some_and(|p| p.contains("/usr/bin")));
     assert!(!v.contains_key("OPT"));
 
+    // runAsNonRoot without a user: the kubelet refuses, like with an image running as root.
+    let mut nr = pod("nonroot", &["true"]);
+    nr["spec"]["securityContext"] = json!({"runAsNonRoot": true});
+    h.create(nr);
+    let p = h.wait_pod("nonroot", "CreateContainerConfigError", |p| {
+        ctr_status(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    assert!(ctr_status(&p, "main")["state"]["waiting"]["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with("container has runAsNonRoot and image will run as root")));
+
     // A missing (non-optional) Secret: CreateContainerConfigError until it appears.
     let spec = json!({
         "metadata": {"name": "missing"},

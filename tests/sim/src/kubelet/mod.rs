@@ -59,17 +59,55 @@ fn build(
     config: KubeletConfig,
     ns_error: Option<String>,
 ) -> Arc<dyn Kubelet> {
-    Arc::new(SimKubelet {
-        inner: Arc::new(Inner {
-            state,
-            ns_error,
-            cfg: config,
-            pods: Mutex::new(HashMap::new()),
-            bound: Mutex::new(HashMap::new()),
-            stopping: AtomicBool::new(false),
-            workers: Mutex::new(Vec::new()),
-        }),
-    })
+    let inner = Arc::new(Inner {
+        state,
+        ns_error,
+        cfg: config,
+        pods: Mutex::new(HashMap::new()),
+        bound: Mutex::new(HashMap::new()),
+        stopping: AtomicBool::new(false),
+        workers: Mutex::new(Vec::new()),
+    });
+    let weak = Arc::downgrade(&inner);
+    let _ = std::thread::Builder::new()
+        .name("kubelet-housekeeping".into())
+        .spawn(move || housekeeping(weak));
+    Arc::new(SimKubelet { inner })
+}
+
+/// Every second: pods that vanished from the store (or were replaced by a new uid) without a
+/// graceful deletion are torn down, like the real kubelet's orphan cleanup. A pod must be missing
+/// on two checks in a row, so a creation racing with `pod_changed` is never mistaken for one.
+fn housekeeping(weak: std::sync::Weak<Inner>) {
+    let mut missing: HashMap<String, u32> = HashMap::new();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let pods: Vec<Arc<Pod>> = lock(&inner.pods).values().cloned().collect();
+        let mut seen = HashMap::new();
+        for p in pods {
+            let key = Inner::key(&p);
+            let gone = match inner.state.get("pods", &p.ns, &p.name) {
+                None => true,
+                Some(o) => !p.uid.is_empty() && str_at(&o, &["metadata", "uid"]) != Some(&p.uid),
+            };
+            if !gone {
+                continue;
+            }
+            let n = missing.get(&key).copied().unwrap_or(0) + 1;
+            if n >= 2 {
+                let mut rt = lock(&p.rt);
+                rt.orphaned = true;
+                rt.delete = Some(Duration::ZERO);
+                p.cv.notify_all();
+            }
+            seen.insert(key, n);
+        }
+        missing = seen;
+    }
 }
 
 struct SimKubelet {
@@ -206,6 +244,8 @@ pub(crate) struct Rt {
     cond_times: HashMap<&'static str, (bool, SystemTime)>,
     published: Option<Json>,
     message: Option<(String, String)>,
+    /// The pod disappeared from the store without a graceful deletion.
+    orphaned: bool,
 }
 
 impl Rt {
@@ -849,8 +889,11 @@ fn pod_worker(inner: &Arc<Inner>, pod: &Arc<Pod>) {
         }
     }
     let _ = std::fs::remove_dir_all(&pod.dir);
-    let deleted = lock(&pod.rt).delete.is_some();
-    if deleted && finished_normally {
+    let (deleted, orphaned) = {
+        let rt = lock(&pod.rt);
+        (rt.delete.is_some(), rt.orphaned)
+    };
+    if deleted && finished_normally && !orphaned {
         inner.state.finish_pod_deletion(&pod.ns, &pod.name);
     }
 }
@@ -1448,6 +1491,17 @@ fn start_container(
         .map_err(StartErr::Config)?;
     let argv = env::container_argv(&spec, &env);
     let id = env::identity(obj, &spec);
+    let non_root = spec
+        .pointer("/securityContext/runAsNonRoot")
+        .or_else(|| obj.pointer("/spec/securityContext/runAsNonRoot"))
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    if non_root && id.uid == 0 {
+        return Err(StartErr::Config(format!(
+            "container has runAsNonRoot and image will run as root (pod: \"{}_{}({})\", container: {name})",
+            pod.name, pod.ns, pod.uid
+        )));
+    }
     let will_restart = instance > 0;
     let restart_no = if will_restart { restarts + 1 } else { 0 };
     let log_dir = pod.dir.join("logs").join(&name);
