@@ -391,3 +391,53 @@ fn kubectl_against_the_simulated_cluster() {
     assert!(o.status.success(), "{}", text(&o));
     sim.stop();
 }
+
+/// `kubectl exec -it` under a pseudo-terminal (util-linux `script`): kubectl sends its terminal
+/// size on the resize channel and the command sees it through the pod's pty.
+#[test]
+fn kubectl_exec_tty_sends_terminal_size() {
+    let h = H::new("kubectl-tty");
+    let k = Kube::new(&h);
+    workspace_pod(&h);
+    let kubectl = format!(
+        "KUBECONFIG={} {} --cache-dir {} exec -it box -- sh -c 'stty size; tty'",
+        k.kubeconfig.display(),
+        k.bin.display(),
+        k.cache.display()
+    );
+    let inner = format!("stty rows 37 cols 101; {kubectl}");
+    let o = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) is needed for the tty test");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains("37 101"),
+        "terminal size not seen in the pod: {out:?}"
+    );
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+}
+
+/// `kubectl attach -i` to a container started with `stdin: true, stdinOnce: true`: input reaches
+/// the container, closing stdin ends it, and kubectl exits successfully with its output.
+#[test]
+fn kubectl_attach_with_stdin_once() {
+    let h = H::new("kubectl-attach");
+    let k = Kube::new(&h);
+    let mut p = pod(
+        "talk",
+        &["sh", "-c", "while read l; do echo got:$l; done; echo bye"],
+    );
+    p["spec"]["containers"][0]["stdin"] = json!(true);
+    p["spec"]["containers"][0]["stdinOnce"] = json!(true);
+    h.create(p);
+    h.wait_ready("talk");
+    let o = k.run(&["attach", "-i", "talk"], Some(b"hello\nworld\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("got:hello\ngot:world\nbye\n"), "{}", text(&o));
+    let p = h.wait_phase("talk", "Succeeded");
+    assert_eq!(ctr_status(&p, "main")["state"]["terminated"]["exitCode"], 0);
+}

@@ -235,6 +235,8 @@ struct AttachPlan {
     stdin: Option<SharedStdin>,
     pty: Option<Arc<OwnedFd>>,
     want_stdin: bool,
+    /// The container spec's `stdinOnce`: the first attach closing stdin closes the container's.
+    stdin_once: bool,
     stdout: bool,
     stderr: bool,
 }
@@ -312,6 +314,11 @@ fn plan(pod: &Pod, req: &StreamRequest) -> Result<Plan, KubeletError> {
             stdin: run.stdin.clone(),
             pty: run.pty.clone(),
             want_stdin: stdin,
+            stdin_once: c
+                .spec
+                .get("stdinOnce")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
             stdout,
             stderr,
         }));
@@ -684,16 +691,25 @@ fn attach(ws: &mut Ws, proto: Proto, a: AttachPlan) {
     let (sin_tx, sin_rx) = channel::<Option<Vec<u8>>>();
     if a.want_stdin {
         if let Some(stdin) = a.stdin.clone() {
+            let once = a.stdin_once;
             std::thread::spawn(move || {
-                while let Ok(Some(b)) = sin_rx.recv() {
+                while let Ok(m) = sin_rx.recv() {
                     let mut g = lock(&stdin);
-                    match g.as_mut() {
-                        Some(w) => {
+                    match (m, g.as_mut()) {
+                        (Some(b), Some(w)) => {
                             if w.write_all(&b).and_then(|_| w.flush()).is_err() {
                                 break;
                             }
                         }
-                        None => break,
+                        (None, Some(_)) => {
+                            // stdin closed by the client: with stdinOnce the container sees EOF,
+                            // otherwise this session just stops sending.
+                            if once {
+                                g.take();
+                            }
+                            break;
+                        }
+                        (_, None) => break,
                     }
                 }
             });
@@ -710,7 +726,14 @@ fn attach(ws: &mut Ws, proto: Proto, a: AttachPlan) {
                     resize(m, &b[1..]);
                 }
             }
-            Some(255) if proto == Proto::V5 => return b.len() == 2,
+            Some(255) if proto == Proto::V5 => {
+                if b.len() != 2 {
+                    return false;
+                }
+                if b[1] == 0 {
+                    let _ = sin_tx.send(None);
+                }
+            }
             _ => {}
         }
         true
