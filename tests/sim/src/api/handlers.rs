@@ -48,6 +48,17 @@ pub fn handle(
     subject: Option<(String, Vec<String>)>,
     tcp: &TcpStream,
 ) -> Outcome {
+    if std::env::var_os("KODAMA_SIM_DEBUG").is_some() {
+        eprintln!(
+            "kodama-sim: {} {}?{} ct={:?} accept={:?} body={}B",
+            req.method,
+            req.path,
+            req.raw_query,
+            req.header("content-type"),
+            req.header("accept"),
+            req.body.len()
+        );
+    }
     let user = api.auth.authenticate(subject, req.header("authorization"));
     let target = if req.raw_query.is_empty() {
         req.path.clone()
@@ -249,6 +260,15 @@ fn route(api: &Arc<Api>, req: &Request, user: &UserInfo) -> Result<Resp, ApiErro
             nonresource(&req.path).map(|_| Resp::Json(200, resources::authz_resource_list()))
         }
         ["apis", g, "v1", res] if *g == resources::AUTHZ_GROUP => authz_review(api, req, user, res),
+        ["openapi", "v3"] => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::openapi_v3_root()))
+        }
+        ["openapi", "v3", gv @ ..] => {
+            nonresource(&req.path)?;
+            resources::openapi_v3_doc(&gv.join("/"))
+                .map(|d| Resp::Json(200, d))
+                .ok_or_else(not_found_path)
+        }
         ["api", "v1", rest @ ..] => resource_request(api, req, user, rest),
         _ => Err(not_found_path()),
     }
@@ -267,8 +287,7 @@ fn authz_review(
             req.method
         )));
     }
-    let mut body: Json = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let mut body: Json = parse_body(req)?;
     match res {
         "selfsubjectaccessreviews" => {
             let ra = &body["spec"]["resourceAttributes"];
@@ -583,6 +602,10 @@ fn dry_run(req: &Request) -> bool {
 
 fn parse_body(req: &Request) -> Result<Json, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return super::proto::decode(&req.body)
+            .map_err(|m| ApiError::new(415, "UnsupportedMediaType", m, None));
+    }
     let v: Json = if ct.contains("yaml") {
         patch::parse_apply_body(&req.body)?
     } else {
@@ -1378,8 +1401,7 @@ fn delete_options(req: &Request) -> Result<DeleteOpts, ApiError> {
         ..Default::default()
     };
     if !req.body.is_empty() {
-        let b: Json = serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        let b: Json = parse_body(req)?;
         if let Some(g) = b["gracePeriodSeconds"].as_i64() {
             o.grace = Some(g);
         }

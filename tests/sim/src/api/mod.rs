@@ -12,6 +12,7 @@ pub mod faults;
 pub mod handlers;
 pub mod http;
 pub mod patch;
+pub mod proto;
 pub mod resources;
 pub mod selectors;
 pub mod server;
