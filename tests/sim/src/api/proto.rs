@@ -147,10 +147,7 @@ impl<'a> Reader<'a> {
 
 fn map_entry(b: &[u8], bytes_value: bool) -> Option<(String, Json)> {
     let mut r = Reader { b, i: 0 };
-    let (mut k, mut v) = (
-        String::new(),
-        if bytes_value { json!("") } else { json!("") },
-    );
+    let (mut k, mut v) = (String::new(), json!(""));
     while !r.done() {
         let (n, _, _, payload) = r.field()?;
         match n {
