@@ -977,3 +977,74 @@ fn namespace_deletion_and_stop_cleanup() {
     c.stop();
     assert!(!dir.exists());
 }
+
+#[test]
+fn streams_are_handed_over_with_leftover_bytes_and_read_timeouts() {
+    let c = cluster();
+    let a = admin(&c);
+    a.post("/api/v1/namespaces/default/pods", &pod("e"))
+        .expect("pod");
+    let mut conn = a.connect().expect("conn");
+    // Request head and the first stream bytes in one write: the bytes after the head must reach
+    // the kubelet.
+    let head = "GET /api/v1/namespaces/default/pods/e/exec?command=echo&stdin=true HTTP/1.1\r\nHost: x\r\n";
+    let tok = c.token(ADMIN_USER).expect("token");
+    let raw = format!("{head}Authorization: Bearer {tok}\r\n\r\nhel");
+    std::io::Write::write_all(&mut conn.io, raw.as_bytes()).expect("write");
+    std::io::Write::flush(&mut conn.io).expect("flush");
+    // Stay idle longer than the stream read timeout, then finish the line.
+    std::thread::sleep(Duration::from_millis(100));
+    std::io::Write::write_all(&mut conn.io, b"lo\n").expect("write");
+    std::io::Write::flush(&mut conn.io).expect("flush");
+    let r = conn.read_response().expect("response");
+    assert_eq!(r.code, 200);
+    assert_eq!(r.text(), "timeouts>0=true echo:hello\n");
+    let j = c.journal();
+    let e = j
+        .iter()
+        .find(|e| e.path.ends_with("/exec"))
+        .expect("journal");
+    assert_eq!(e.code, 101);
+}
+
+#[test]
+fn keep_alive_and_status_subresource() {
+    let c = cluster();
+    let a = admin(&c);
+    a.post("/api/v1/namespaces/default/pods", &pod("st"))
+        .expect("pod");
+    eventually("running", || {
+        c.get("pods", "default", "st")
+            .filter(|p| p["status"]["phase"] == "Running")
+    });
+    let mut conn = a.connect().expect("conn");
+    conn.send("GET", "/version", None, &[], b"").expect("1");
+    assert_eq!(conn.read_response().expect("r1").code, 200);
+    conn.send(
+        "PATCH",
+        "/api/v1/namespaces/default/pods/st/status",
+        Some("application/merge-patch+json"),
+        &[],
+        br#"{"status":{"phase":"Succeeded"},"spec":{"restartPolicy":"Never"}}"#,
+    )
+    .expect("2");
+    let r = conn.read_response().expect("r2");
+    assert_eq!(r.code, 200, "{}", r.text());
+    assert_eq!(r.json()["status"]["phase"], "Succeeded");
+    assert_eq!(
+        r.json()["spec"]["restartPolicy"],
+        "Always",
+        "status writes ignore spec"
+    );
+    // A finished pod is deleted at once (grace forced to 0).
+    conn.send(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/st",
+        None,
+        &[],
+        b"",
+    )
+    .expect("3");
+    assert_eq!(conn.read_response().expect("r3").code, 200);
+    assert!(c.get("pods", "default", "st").is_none());
+}

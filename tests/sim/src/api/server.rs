@@ -195,6 +195,7 @@ fn serve_connection(api: Arc<Api>, tcp: TcpStream) {
             Outcome::Close => break,
             Outcome::Stream(sreq, drop_after) => {
                 let kubelet = api.kubelet.clone();
+                let _ = shut.set_read_timeout(Some(crate::contract::STREAM_READ_TIMEOUT));
                 match drop_after {
                     Some(n) => kubelet.stream(
                         sreq,
