@@ -1048,3 +1048,25 @@ fn keep_alive_and_status_subresource() {
     assert_eq!(conn.read_response().expect("r3").code, 200);
     assert!(c.get("pods", "default", "st").is_none());
 }
+
+#[test]
+fn unknown_fields_follow_field_validation() {
+    let c = cluster();
+    let a = admin(&c);
+    let mut p = pod("typo");
+    p["spec"]["containers"][0]["imagee"] = json!("x");
+    let r = a
+        .post("/api/v1/namespaces/default/pods?fieldValidation=Strict", &p)
+        .expect("strict");
+    assert_eq!(r.code, 400);
+    assert_eq!(
+        r.json()["message"],
+        "Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.containers[0].imagee\""
+    );
+    let r = a.post("/api/v1/namespaces/default/pods", &p).expect("warn");
+    assert_eq!(r.code, 201);
+    assert_eq!(
+        r.header("warning"),
+        Some("299 - \"unknown field \\\"spec.containers[0].imagee\\\"\"")
+    );
+}

@@ -157,6 +157,13 @@ fn create_wait_get_json_and_delete_a_pod() {
         .collect();
     assert_eq!(&row[..4], &["web", "1/1", "Running", "0"]);
 
+    let typo = POD.replace("image:", "imagee:");
+    let o = k.run_stdin(&["create", "-f", "-"], &typo);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        r#"Error from server (BadRequest): error when creating "STDIN": Pod in version "v1" cannot be handled as a Pod: strict decoding error: unknown field "spec.containers[0].imagee""#
+    );
     let o = k.run_stdin(&["create", "-f", "-"], POD);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Error from server (AlreadyExists): error when creating \"STDIN\": pods \"web\" already exists"));

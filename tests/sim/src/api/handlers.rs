@@ -24,6 +24,53 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+thread_local! {
+    /// `Warning` headers for the response being built (one connection per thread).
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn warn(msg: String) {
+    WARNINGS.with(|w| w.borrow_mut().push(msg));
+}
+
+fn take_warnings() -> Vec<(String, String)> {
+    WARNINGS.with(|w| {
+        w.borrow_mut()
+            .drain(..)
+            .map(|m| ("Warning".to_string(), format!("299 - {m:?}")))
+            .collect()
+    })
+}
+
+/// `fieldValidation`: Strict → 400 for undeclared fields, Warn (the default) → Warning headers,
+/// Ignore → nothing.
+fn field_validation(req: &Request, rd: &ResDef, obj: &Json) -> Result<(), ApiError> {
+    let unknown = validate::unknown_fields(rd.name, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    match req.q("fieldValidation").unwrap_or("Warn") {
+        "Strict" => {
+            let parts: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
+                parts.join(", "),
+                kind = rd.kind
+            )))
+        }
+        "Ignore" => Ok(()),
+        _ => {
+            for f in unknown {
+                warn(format!("unknown field {f:?}"));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What the connection loop does next.
 pub enum Outcome {
     KeepAlive,
@@ -59,6 +106,7 @@ pub fn handle(
             req.body.len()
         );
     }
+    take_warnings();
     let user = api.auth.authenticate(subject, req.header("authorization"));
     let target = if req.raw_query.is_empty() {
         req.path.clone()
@@ -118,7 +166,13 @@ pub fn handle(
             entry.code = code;
             api.record(entry);
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            keep(write_response(conn, code, "application/json", &[], &body))
+            keep(write_response(
+                conn,
+                code,
+                "application/json",
+                &take_warnings(),
+                &body,
+            ))
         }
         Ok(Resp::Text(code, body)) => {
             entry.code = code;
@@ -477,6 +531,7 @@ fn resource_request(
                 return Err(not_found_path());
             }
             let body = parse_body(req)?;
+            field_validation(req, rd, &body)?;
             let obj = create(api, rd, ns, body, &manager, dry_run(req))?;
             Ok(Resp::Json(201, obj))
         }
@@ -491,6 +546,7 @@ fn resource_request(
         }
         ("update", Some(name), None) => {
             let body = parse_body(req)?;
+            field_validation(req, rd, &body)?;
             let (code, obj) = replace(api, rd, ns, name, body, false, &manager, dry_run(req))?;
             Ok(Resp::Json(code, obj))
         }
@@ -1244,6 +1300,7 @@ fn patch_object(
         if !applied.is_object() {
             return Err(ApiError::bad_request("apply patch must be an object"));
         }
+        field_validation(req, rd, &applied)?;
         let k = key(rd.name, if rd.namespaced { ns } else { "" }, name);
         let existing = api.store.read().get(&k).cloned();
         let mut owners = api
