@@ -1070,3 +1070,84 @@ fn unknown_fields_follow_field_validation() {
         Some("299 - \"unknown field \\\"spec.containers[0].imagee\\\"\"")
     );
 }
+
+#[test]
+fn owner_references_are_garbage_collected_unless_orphaned() {
+    let c = cluster();
+    let a = admin(&c);
+    let owner = a
+        .post("/api/v1/namespaces/default/pods", &pod("owner"))
+        .expect("pod")
+        .json();
+    let uid = owner["metadata"]["uid"].as_str().expect("uid").to_string();
+    let owned = |name: &str| json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "owner", "uid": uid}]}, "data": {}});
+    a.post("/api/v1/namespaces/default/configmaps", &owned("dep"))
+        .expect("dep");
+    a.post("/api/v1/namespaces/default/secrets", &owned("sdep"))
+        .expect("sdep");
+    a.post(
+        "/api/v1/namespaces/default/configmaps",
+        &cm("free", json!({})),
+    )
+    .expect("free");
+    a.request(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/owner?gracePeriodSeconds=0",
+        None,
+        b"",
+    )
+    .expect("delete");
+    eventually("dependents collected", || {
+        (c.get("configmaps", "default", "dep").is_none()
+            && c.get("secrets", "default", "sdep").is_none())
+        .then_some(())
+    });
+    assert!(c.get("configmaps", "default", "free").is_some());
+
+    let owner = a
+        .post(
+            "/api/v1/namespaces/default/configmaps",
+            &cm("owner2", json!({})),
+        )
+        .expect("o2")
+        .json();
+    let uid2 = owner["metadata"]["uid"].as_str().expect("uid").to_string();
+    let dep = json!({"metadata": {"name": "dep2", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner2", "uid": uid2}]}});
+    a.post("/api/v1/namespaces/default/configmaps", &dep)
+        .expect("dep2");
+    a.request(
+        "DELETE",
+        "/api/v1/namespaces/default/configmaps/owner2?propagationPolicy=Orphan",
+        None,
+        b"",
+    )
+    .expect("orphan");
+    let kept = eventually("orphaned", || {
+        c.get("configmaps", "default", "dep2").filter(|d| {
+            d["metadata"]["ownerReferences"]
+                .as_array()
+                .map(|a| a.is_empty())
+                .unwrap_or(true)
+        })
+    });
+    assert_eq!(kept["metadata"]["name"], "dep2");
+    // Sync point: a later collection has happened, and dep2 is still there.
+    let o3 = a
+        .post(
+            "/api/v1/namespaces/default/configmaps",
+            &cm("owner3", json!({})),
+        )
+        .expect("o3")
+        .json();
+    let dep3 = json!({"metadata": {"name": "dep3", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner3", "uid": o3["metadata"]["uid"]}]}});
+    a.post("/api/v1/namespaces/default/configmaps", &dep3)
+        .expect("dep3");
+    a.delete("/api/v1/namespaces/default/configmaps/owner3")
+        .expect("delete o3");
+    eventually("dep3 collected", || {
+        c.get("configmaps", "default", "dep3")
+            .is_none()
+            .then_some(())
+    });
+    assert!(c.get("configmaps", "default", "dep2").is_some());
+}

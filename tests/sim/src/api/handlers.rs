@@ -1532,6 +1532,11 @@ pub fn delete(
         if o.dry_run {
             return Ok(Next::Done(cur));
         }
+        if o.propagation.as_deref() == Some("Orphan") {
+            if let Some(uid) = cur["metadata"]["uid"].as_str() {
+                orphan_dependents(g, uid);
+            }
+        }
         match rd.name {
             "pods" => {
                 let unscheduled = cur["spec"]["nodeName"].as_str().unwrap_or_default().is_empty();
@@ -1880,4 +1885,75 @@ pub fn create_as_admin(
 ) -> Result<Json, ApiError> {
     let rd = resources::core(resource).ok_or_else(not_found_path)?;
     create(api, rd, ns, obj, "kodama-sim", false)
+}
+
+/// `propagationPolicy=Orphan`: dependents lose their owner reference instead of being collected.
+fn orphan_dependents(g: &mut Inner, owner_uid: &str) {
+    let dependents: Vec<_> = g
+        .objects
+        .iter()
+        .filter(|(_, o)| owned_by(o, owner_uid))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in dependents {
+        if let Some(mut o) = g.get(&k).cloned() {
+            if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+            }
+            g.put(k, o);
+        }
+    }
+}
+
+fn owned_by(o: &Json, uid: &str) -> bool {
+    o["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+        .unwrap_or(false)
+}
+
+/// The garbage collector: when an object is gone, delete (in the background) every object whose
+/// `ownerReferences` name its uid. Runs until `stop` is set.
+pub fn gc_loop(api: std::sync::Weak<Api>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let mut last_rv = match api.upgrade() {
+        Some(a) => a.store.read().rv,
+        None => return,
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Some(api) = api.upgrade() else { return };
+        let gone: Vec<String> = {
+            let mut g = api.store.read();
+            if g.history.back().map(|c| c.rv <= last_rv).unwrap_or(true) {
+                g = api.store.wait(g, Duration::from_millis(200));
+            }
+            let start = g.history.partition_point(|c| c.rv <= last_rv);
+            let new: Vec<_> = g.history.iter().skip(start).cloned().collect();
+            if let Some(c) = new.last() {
+                last_rv = c.rv;
+            }
+            new.into_iter()
+                .filter(|c| c.ty == EvType::Deleted)
+                .filter_map(|c| c.object["metadata"]["uid"].as_str().map(str::to_string))
+                .collect()
+        };
+        for uid in gone {
+            let dependents: Vec<super::store::Key> = api
+                .store
+                .read()
+                .objects
+                .iter()
+                .filter(|(_, o)| owned_by(o, &uid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dependents {
+                if let Some(rd) = resources::core(&k.0) {
+                    let opts = DeleteOpts {
+                        propagation: Some("Background".into()),
+                        ..Default::default()
+                    };
+                    let _ = delete(&api, rd, &k.1, &k.2, &opts);
+                }
+            }
+        }
+    }
 }
