@@ -380,4 +380,11 @@ fn auth_can_i() {
         "yes"
     );
     assert!(c.journal().iter().any(|e| e.user == kodama_sim::CERT_USER));
+    let who = cert.ok(&["auth", "whoami", "-o", "json"]);
+    let who: Value = serde_json::from_str(&who).expect("json");
+    assert_eq!(who["status"]["userInfo"]["username"], "sim-cert-user");
+    assert!(who["status"]["userInfo"]["groups"]
+        .as_array()
+        .expect("groups")
+        .contains(&Value::from("sim:developers")));
 }

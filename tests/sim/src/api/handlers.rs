@@ -314,6 +314,26 @@ fn route(api: &Arc<Api>, req: &Request, user: &UserInfo) -> Result<Resp, ApiErro
             nonresource(&req.path).map(|_| Resp::Json(200, resources::authz_resource_list()))
         }
         ["apis", g, "v1", res] if *g == resources::AUTHZ_GROUP => authz_review(api, req, user, res),
+        ["apis", g] if *g == resources::AUTHN_GROUP => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::authn_api_group()))
+        }
+        ["apis", g, "v1"] if *g == resources::AUTHN_GROUP => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::authn_resource_list()))
+        }
+        ["apis", g, "v1", "selfsubjectreviews"] if *g == resources::AUTHN_GROUP => {
+            if req.method != "POST" {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    req.method
+                )));
+            }
+            let mut body = parse_body(req)?;
+            body["kind"] = json!("SelfSubjectReview");
+            body["apiVersion"] = json!("authentication.k8s.io/v1");
+            body["metadata"]["creationTimestamp"] = Json::Null;
+            body["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
+            Ok(Resp::Json(201, body))
+        }
         ["openapi", "v3"] => {
             nonresource(&req.path).map(|_| Resp::Json(200, resources::openapi_v3_root()))
         }

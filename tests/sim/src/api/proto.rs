@@ -240,6 +240,7 @@ pub fn decode(body: &[u8]) -> Result<Json, String> {
         "Namespace" => NAMESPACE,
         "SelfSubjectAccessReview" => SSAR,
         "DeleteOptions" => DELETE_OPTIONS,
+        "SelfSubjectReview" => &[(1, "metadata", F::Msg(OBJECT_META))],
         other => {
             return Err(format!(
                 "the simulated API server cannot decode protobuf {other:?}; send JSON"

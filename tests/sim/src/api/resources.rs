@@ -166,8 +166,33 @@ fn authz_group() -> Json {
     json!({"name": AUTHZ_GROUP, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+pub const AUTHN_GROUP: &str = "authentication.k8s.io";
+
+fn authn_group() -> Json {
+    let gv = json!({"groupVersion": "authentication.k8s.io/v1", "version": "v1"});
+    json!({"name": AUTHN_GROUP, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+pub fn authn_api_group() -> Json {
+    let mut g = authn_group();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    g
+}
+
+pub fn authn_resource_list() -> Json {
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "authentication.k8s.io/v1",
+        "resources": [
+            {"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"]}
+        ]
+    })
+}
+
 pub fn api_group_list() -> Json {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authz_group()]})
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authn_group(), authz_group()]})
 }
 
 pub fn authz_api_group() -> Json {
