@@ -1157,3 +1157,81 @@ fn owner_references_are_garbage_collected_unless_orphaned() {
     });
     assert!(c.get("configmaps", "default", "dep2").is_some());
 }
+
+#[test]
+fn followed_logs_stream_until_the_pod_is_gone() {
+    let c = cluster();
+    let a = admin(&c);
+    a.post("/api/v1/namespaces/default/pods", &pod("f"))
+        .expect("pod");
+    // Not running yet: the kubelet's error before any byte is a Status.
+    let early = a
+        .get("/api/v1/namespaces/default/pods/f/log")
+        .expect("early");
+    if early.code != 200 {
+        assert_eq!(early.code, 400);
+        assert!(early.json()["message"]
+            .as_str()
+            .expect("m")
+            .contains("is waiting to start"));
+    }
+    eventually("running", || {
+        c.get("pods", "default", "f")
+            .filter(|p| p["status"]["phase"] == "Running")
+    });
+    let mut w = a
+        .watch("/api/v1/namespaces/default/pods/f/log?follow=true")
+        .expect("follow");
+    assert_eq!(w.code, 200);
+    let mut lines = 0;
+    while lines < 5 {
+        let ev = w.next_event(Duration::from_secs(5));
+        // Log lines are not JSON: next_event reports InvalidData per line, which still proves a
+        // line arrived.
+        assert!(
+            matches!(&ev, Err(e) if e.kind() == std::io::ErrorKind::InvalidData),
+            "{ev:?}"
+        );
+        lines += 1;
+    }
+    a.request(
+        "DELETE",
+        "/api/v1/namespaces/default/pods/f?gracePeriodSeconds=0",
+        None,
+        b"",
+    )
+    .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match w.next_event(Duration::from_secs(5)) {
+            Ok(None) => break,
+            Ok(Some(_)) | Err(_) => assert!(Instant::now() < deadline, "follow did not end"),
+        }
+    }
+}
+
+#[test]
+fn delete_collection_honours_selectors() {
+    let c = cluster();
+    let a = admin(&c);
+    for (n, t) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        a.post(
+            "/api/v1/namespaces/default/configmaps",
+            &cm(n, json!({"t": t})),
+        )
+        .expect("cm");
+    }
+    let r = a
+        .delete("/api/v1/namespaces/default/configmaps?labelSelector=t%3Dx")
+        .expect("deletecollection");
+    assert_eq!(r.code, 200);
+    assert_eq!(r.json()["kind"], "ConfigMapList");
+    assert_eq!(r.json()["items"].as_array().expect("items").len(), 2);
+    assert!(
+        c.get("configmaps", "default", "a").is_none()
+            && c.get("configmaps", "default", "b").is_none()
+    );
+    assert!(c.get("configmaps", "default", "c").is_some());
+    let j = c.journal();
+    assert_eq!(j.last().expect("entry").method, "DELETE");
+}

@@ -1643,20 +1643,17 @@ fn delete_collection(
 ) -> Result<Json, ApiError> {
     let sel = selectors(req, rd, None)?;
     let opts = delete_options(req)?;
-    let names: Vec<(String, String)> = api
+    let matching: Vec<(super::store::Key, Json)> = api
         .store
         .read()
         .list(rd.name, ns)
         .into_iter()
         .filter(|(_, o)| sel.matches(o))
-        .map(|(k, _)| (k.1, k.2))
         .collect();
     let mut items = Vec::new();
-    for (n, name) in names {
-        if let Ok((_, o)) = delete(api, rd, &n, &name, &opts) {
-            if o["kind"] != "Status" {
-                items.push(list_item(o));
-            }
+    for (k, before) in matching {
+        if let Ok((_, o)) = delete(api, rd, &k.1, &k.2, &opts) {
+            items.push(list_item(if o["kind"] == "Status" { before } else { o }));
         }
     }
     Ok(
