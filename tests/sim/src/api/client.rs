@@ -90,6 +90,47 @@ impl SimClient {
         })
     }
 
+    /// A client from a kubeconfig written by the simulator (its current context's user: token or
+    /// client certificate). For the standalone `kodama-sim` process.
+    pub fn from_kubeconfig(path: &std::path::Path) -> io::Result<SimClient> {
+        let text = std::fs::read_to_string(path)?;
+        let cfg: Json = yaml_serde::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let b64 = |v: &Json| -> io::Result<String> {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            Ok(String::from_utf8_lossy(&raw).into_owned())
+        };
+        let cluster = &cfg["clusters"][0]["cluster"];
+        let port = cluster["server"]
+            .as_str()
+            .and_then(|s| s.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "kubeconfig server has no port")
+            })?;
+        let ca = b64(&cluster["certificate-authority-data"])?;
+        let user = &cfg["users"][0]["user"];
+        if user["client-certificate-data"].is_string() {
+            let (c, k) = (
+                b64(&user["client-certificate-data"])?,
+                b64(&user["client-key-data"])?,
+            );
+            return Ok(SimClient {
+                config: client_config(&ca, Some((&c, &k)))?,
+                port,
+                token: None,
+            });
+        }
+        Ok(SimClient {
+            config: client_config(&ca, None)?,
+            port,
+            token: user["token"].as_str().map(str::to_string),
+        })
+    }
+
     /// A client with an explicit bearer token (or none).
     pub fn with_token(cluster: &SimCluster, token: Option<&str>) -> io::Result<SimClient> {
         Ok(SimClient {

@@ -12,7 +12,7 @@ use crate::contract::{
 };
 use serde_json::json;
 use std::collections::HashSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -282,6 +282,36 @@ impl Kubelet for FakeKubelet {
     }
 
     fn stream(&self, req: StreamRequest, mut conn: Box<dyn Conn>) {
+        // `command=echo`: echo one line back (tests the hand-off: leftover bytes, read timeouts).
+        if req.query.iter().any(|(k, v)| k == "command" && v == "echo") {
+            let _ = conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n",
+            );
+            let _ = conn.flush();
+            let mut line = Vec::new();
+            let mut b = [0u8; 256];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut timeouts = 0u32;
+            while !line.contains(&b'\n') && Instant::now() < deadline {
+                match conn.read(&mut b) {
+                    Ok(0) => break,
+                    Ok(n) => line.extend_from_slice(&b[..n]),
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        timeouts += 1
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = conn.write_all(format!("timeouts>0={} echo:", timeouts > 0).as_bytes());
+            let _ = conn.write_all(&line);
+            let _ = conn.flush();
+            return;
+        }
         let mut body = format!(
             "fake-kubelet {:?} {}/{}\n",
             req.kind, req.namespace, req.pod

@@ -24,6 +24,53 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+thread_local! {
+    /// `Warning` headers for the response being built (one connection per thread).
+    static WARNINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn warn(msg: String) {
+    WARNINGS.with(|w| w.borrow_mut().push(msg));
+}
+
+fn take_warnings() -> Vec<(String, String)> {
+    WARNINGS.with(|w| {
+        w.borrow_mut()
+            .drain(..)
+            .map(|m| ("Warning".to_string(), format!("299 - {m:?}")))
+            .collect()
+    })
+}
+
+/// `fieldValidation`: Strict → 400 for undeclared fields, Warn (the default) → Warning headers,
+/// Ignore → nothing.
+fn field_validation(req: &Request, rd: &ResDef, obj: &Json) -> Result<(), ApiError> {
+    let unknown = validate::unknown_fields(rd.name, obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    match req.q("fieldValidation").unwrap_or("Warn") {
+        "Strict" => {
+            let parts: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect();
+            Err(ApiError::bad_request(format!(
+                "{kind} in version \"v1\" cannot be handled as a {kind}: strict decoding error: {}",
+                parts.join(", "),
+                kind = rd.kind
+            )))
+        }
+        "Ignore" => Ok(()),
+        _ => {
+            for f in unknown {
+                warn(format!("unknown field {f:?}"));
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What the connection loop does next.
 pub enum Outcome {
     KeepAlive,
@@ -48,6 +95,18 @@ pub fn handle(
     subject: Option<(String, Vec<String>)>,
     tcp: &TcpStream,
 ) -> Outcome {
+    if std::env::var_os("KODAMA_SIM_DEBUG").is_some() {
+        eprintln!(
+            "kodama-sim: {} {}?{} ct={:?} accept={:?} body={}B",
+            req.method,
+            req.path,
+            req.raw_query,
+            req.header("content-type"),
+            req.header("accept"),
+            req.body.len()
+        );
+    }
+    take_warnings();
     let user = api.auth.authenticate(subject, req.header("authorization"));
     let target = if req.raw_query.is_empty() {
         req.path.clone()
@@ -107,7 +166,13 @@ pub fn handle(
             entry.code = code;
             api.record(entry);
             let body = serde_json::to_vec(&body).unwrap_or_default();
-            keep(write_response(conn, code, "application/json", &[], &body))
+            keep(write_response(
+                conn,
+                code,
+                "application/json",
+                &take_warnings(),
+                &body,
+            ))
         }
         Ok(Resp::Text(code, body)) => {
             entry.code = code;
@@ -249,6 +314,35 @@ fn route(api: &Arc<Api>, req: &Request, user: &UserInfo) -> Result<Resp, ApiErro
             nonresource(&req.path).map(|_| Resp::Json(200, resources::authz_resource_list()))
         }
         ["apis", g, "v1", res] if *g == resources::AUTHZ_GROUP => authz_review(api, req, user, res),
+        ["apis", g] if *g == resources::AUTHN_GROUP => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::authn_api_group()))
+        }
+        ["apis", g, "v1"] if *g == resources::AUTHN_GROUP => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::authn_resource_list()))
+        }
+        ["apis", g, "v1", "selfsubjectreviews"] if *g == resources::AUTHN_GROUP => {
+            if req.method != "POST" {
+                return Err(ApiError::method_not_allowed(format!(
+                    "the server does not allow this method on the requested resource ({})",
+                    req.method
+                )));
+            }
+            let mut body = parse_body(req)?;
+            body["kind"] = json!("SelfSubjectReview");
+            body["apiVersion"] = json!("authentication.k8s.io/v1");
+            body["metadata"]["creationTimestamp"] = Json::Null;
+            body["status"] = json!({"userInfo": {"username": user.name, "groups": user.groups}});
+            Ok(Resp::Json(201, body))
+        }
+        ["openapi", "v3"] => {
+            nonresource(&req.path).map(|_| Resp::Json(200, resources::openapi_v3_root()))
+        }
+        ["openapi", "v3", gv @ ..] => {
+            nonresource(&req.path)?;
+            resources::openapi_v3_doc(&gv.join("/"))
+                .map(|d| Resp::Json(200, d))
+                .ok_or_else(not_found_path)
+        }
         ["api", "v1", rest @ ..] => resource_request(api, req, user, rest),
         _ => Err(not_found_path()),
     }
@@ -267,8 +361,7 @@ fn authz_review(
             req.method
         )));
     }
-    let mut body: Json = serde_json::from_slice(&req.body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let mut body: Json = parse_body(req)?;
     match res {
         "selfsubjectaccessreviews" => {
             let ra = &body["spec"]["resourceAttributes"];
@@ -458,6 +551,7 @@ fn resource_request(
                 return Err(not_found_path());
             }
             let body = parse_body(req)?;
+            field_validation(req, rd, &body)?;
             let obj = create(api, rd, ns, body, &manager, dry_run(req))?;
             Ok(Resp::Json(201, obj))
         }
@@ -472,6 +566,7 @@ fn resource_request(
         }
         ("update", Some(name), None) => {
             let body = parse_body(req)?;
+            field_validation(req, rd, &body)?;
             let (code, obj) = replace(api, rd, ns, name, body, false, &manager, dry_run(req))?;
             Ok(Resp::Json(code, obj))
         }
@@ -583,6 +678,10 @@ fn dry_run(req: &Request) -> bool {
 
 fn parse_body(req: &Request) -> Result<Json, ApiError> {
     let ct = req.header("content-type").unwrap_or("application/json");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") {
+        return super::proto::decode(&req.body)
+            .map_err(|m| ApiError::new(415, "UnsupportedMediaType", m, None));
+    }
     let v: Json = if ct.contains("yaml") {
         patch::parse_apply_body(&req.body)?
     } else {
@@ -1221,6 +1320,7 @@ fn patch_object(
         if !applied.is_object() {
             return Err(ApiError::bad_request("apply patch must be an object"));
         }
+        field_validation(req, rd, &applied)?;
         let k = key(rd.name, if rd.namespaced { ns } else { "" }, name);
         let existing = api.store.read().get(&k).cloned();
         let mut owners = api
@@ -1378,8 +1478,7 @@ fn delete_options(req: &Request) -> Result<DeleteOpts, ApiError> {
         ..Default::default()
     };
     if !req.body.is_empty() {
-        let b: Json = serde_json::from_slice(&req.body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
+        let b: Json = parse_body(req)?;
         if let Some(g) = b["gracePeriodSeconds"].as_i64() {
             o.grace = Some(g);
         }
@@ -1452,6 +1551,11 @@ pub fn delete(
         }
         if o.dry_run {
             return Ok(Next::Done(cur));
+        }
+        if o.propagation.as_deref() == Some("Orphan") {
+            if let Some(uid) = cur["metadata"]["uid"].as_str() {
+                orphan_dependents(g, uid);
+            }
         }
         match rd.name {
             "pods" => {
@@ -1539,20 +1643,17 @@ fn delete_collection(
 ) -> Result<Json, ApiError> {
     let sel = selectors(req, rd, None)?;
     let opts = delete_options(req)?;
-    let names: Vec<(String, String)> = api
+    let matching: Vec<(super::store::Key, Json)> = api
         .store
         .read()
         .list(rd.name, ns)
         .into_iter()
         .filter(|(_, o)| sel.matches(o))
-        .map(|(k, _)| (k.1, k.2))
         .collect();
     let mut items = Vec::new();
-    for (n, name) in names {
-        if let Ok((_, o)) = delete(api, rd, &n, &name, &opts) {
-            if o["kind"] != "Status" {
-                items.push(list_item(o));
-            }
+    for (k, before) in matching {
+        if let Ok((_, o)) = delete(api, rd, &k.1, &k.2, &opts) {
+            items.push(list_item(if o["kind"] == "Status" { before } else { o }));
         }
     }
     Ok(
@@ -1801,4 +1902,75 @@ pub fn create_as_admin(
 ) -> Result<Json, ApiError> {
     let rd = resources::core(resource).ok_or_else(not_found_path)?;
     create(api, rd, ns, obj, "kodama-sim", false)
+}
+
+/// `propagationPolicy=Orphan`: dependents lose their owner reference instead of being collected.
+fn orphan_dependents(g: &mut Inner, owner_uid: &str) {
+    let dependents: Vec<_> = g
+        .objects
+        .iter()
+        .filter(|(_, o)| owned_by(o, owner_uid))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in dependents {
+        if let Some(mut o) = g.get(&k).cloned() {
+            if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"].as_str() != Some(owner_uid));
+            }
+            g.put(k, o);
+        }
+    }
+}
+
+fn owned_by(o: &Json, uid: &str) -> bool {
+    o["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(uid)))
+        .unwrap_or(false)
+}
+
+/// The garbage collector: when an object is gone, delete (in the background) every object whose
+/// `ownerReferences` name its uid. Runs until `stop` is set.
+pub fn gc_loop(api: std::sync::Weak<Api>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let mut last_rv = match api.upgrade() {
+        Some(a) => a.store.read().rv,
+        None => return,
+    };
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Some(api) = api.upgrade() else { return };
+        let gone: Vec<String> = {
+            let mut g = api.store.read();
+            if g.history.back().map(|c| c.rv <= last_rv).unwrap_or(true) {
+                g = api.store.wait(g, Duration::from_millis(200));
+            }
+            let start = g.history.partition_point(|c| c.rv <= last_rv);
+            let new: Vec<_> = g.history.iter().skip(start).cloned().collect();
+            if let Some(c) = new.last() {
+                last_rv = c.rv;
+            }
+            new.into_iter()
+                .filter(|c| c.ty == EvType::Deleted)
+                .filter_map(|c| c.object["metadata"]["uid"].as_str().map(str::to_string))
+                .collect()
+        };
+        for uid in gone {
+            let dependents: Vec<super::store::Key> = api
+                .store
+                .read()
+                .objects
+                .iter()
+                .filter(|(_, o)| owned_by(o, &uid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in dependents {
+                if let Some(rd) = resources::core(&k.0) {
+                    let opts = DeleteOpts {
+                        propagation: Some("Background".into()),
+                        ..Default::default()
+                    };
+                    let _ = delete(&api, rd, &k.1, &k.2, &opts);
+                }
+            }
+        }
+    }
 }

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod handlers;
 pub mod http;
 pub mod patch;
+pub mod proto;
 pub mod resources;
 pub mod selectors;
 pub mod server;
@@ -250,6 +251,7 @@ pub struct SimCluster {
     kubeconfigs: Arc<Kubeconfigs>,
     pki: Pki,
     stopped: AtomicBool,
+    gc_stop: Arc<AtomicBool>,
 }
 
 fn fresh_dir() -> io::Result<PathBuf> {
@@ -344,6 +346,13 @@ impl SimCluster {
                 }
             }
         }
+        let gc_stop = Arc::new(AtomicBool::new(false));
+        {
+            let (weak, stop) = (Arc::downgrade(&api), gc_stop.clone());
+            std::thread::Builder::new()
+                .name("sim-gc".into())
+                .spawn(move || handlers::gc_loop(weak, stop))?;
+        }
         let listener = Listener::start(api.clone(), opts.port)?;
         let port = listener.addr.port();
         let kubeconfigs = Arc::new(Kubeconfigs {
@@ -363,6 +372,7 @@ impl SimCluster {
             kubeconfigs,
             pki,
             stopped: AtomicBool::new(false),
+            gc_stop,
         })
     }
 
@@ -491,6 +501,7 @@ impl SimCluster {
         self.api.store.bump_epoch();
         self.api.close_all_connections();
         self.api.kubelet.shutdown();
+        self.gc_stop.store(true, Ordering::SeqCst);
         if self.remove_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

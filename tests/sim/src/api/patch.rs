@@ -78,6 +78,14 @@ pub fn strategic_merge(target: &mut Json, patch: &Json) {
     }
 }
 
+/// Separator of path parts in ownership keys (keys such as annotation names contain dots).
+const SEP: char = '\u{1f}';
+
+/// How the real server prints a field path in conflicts: `.metadata.annotations.a.b/c`.
+pub fn display_path(p: &str) -> String {
+    p.replace(SEP, ".")
+}
+
 const IGNORED: &[&str] = &[
     ".apiVersion",
     ".kind",
@@ -98,11 +106,11 @@ pub fn leaf_paths(v: &Json) -> BTreeMap<String, Json> {
         match v {
             Json::Object(o) if !o.is_empty() => {
                 for (k, c) in o {
-                    walk(c, format!("{prefix}.{k}"), out);
+                    walk(c, format!("{prefix}{SEP}{k}"), out);
                 }
             }
             other => {
-                if !prefix.is_empty() && !IGNORED.contains(&prefix.as_str()) {
+                if !prefix.is_empty() && !IGNORED.contains(&display_path(&prefix).as_str()) {
                     out.insert(prefix, other.clone());
                 }
             }
@@ -113,16 +121,30 @@ pub fn leaf_paths(v: &Json) -> BTreeMap<String, Json> {
     out
 }
 
+/// Is `a` contained in `b` (objects: every key of `a` matches; lists: same length, element-wise)?
+/// Applying a value the server has only defaulted further is not a conflict.
+fn subset(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Object(x), Json::Object(y)) => x
+            .iter()
+            .all(|(k, v)| y.get(k).map(|w| subset(v, w)).unwrap_or(v.is_null())),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(v, w)| subset(v, w))
+        }
+        _ => a == b,
+    }
+}
+
 fn get_path<'a>(v: &'a Json, path: &str) -> &'a Json {
     let mut cur = v;
-    for part in path.split('.').skip(1) {
+    for part in path.split(SEP).skip(1) {
         cur = &cur[part];
     }
     cur
 }
 
 fn remove_path(v: &mut Json, path: &str) {
-    let parts: Vec<&str> = path.split('.').skip(1).collect();
+    let parts: Vec<&str> = path.split(SEP).skip(1).collect();
     let Some((last, parents)) = parts.split_last() else {
         return;
     };
@@ -138,18 +160,17 @@ fn remove_path(v: &mut Json, path: &str) {
     }
 }
 
+/// Field ownership of one object: field path → managers (co-owners when they applied the same
+/// value).
+pub type Owners = BTreeMap<String, Vec<String>>;
+
 /// Record that `manager` now owns the leaf fields that differ between `old` and `new` (non-apply
 /// writes: create, update, patch).
-pub fn record_update(
-    owners: &mut BTreeMap<String, String>,
-    old: Option<&Json>,
-    new: &Json,
-    manager: &str,
-) {
+pub fn record_update(owners: &mut Owners, old: Option<&Json>, new: &Json, manager: &str) {
     let before = old.map(leaf_paths).unwrap_or_default();
     for (p, v) in leaf_paths(new) {
         if before.get(&p) != Some(&v) {
-            owners.insert(p, manager.to_string());
+            owners.insert(p, vec![manager.to_string()]);
         }
     }
 }
@@ -160,16 +181,21 @@ pub fn apply(
     applied: &Json,
     manager: &str,
     force: bool,
-    owners: &mut BTreeMap<String, String>,
+    owners: &mut Owners,
     resource: &str,
     name: &str,
 ) -> Result<Json, ApiError> {
     let new_paths = leaf_paths(applied);
     let mut conflicts: Vec<(String, String)> = Vec::new();
+    let mut changed = Vec::new();
     if let Some(cur) = existing {
         for (p, v) in &new_paths {
-            if let Some(owner) = owners.get(p) {
-                if owner != manager && get_path(cur, p) != v {
+            if subset(v, get_path(cur, p)) {
+                continue;
+            }
+            changed.push(p.clone());
+            for owner in owners.get(p).into_iter().flatten() {
+                if owner != manager {
                     conflicts.push((p.clone(), owner.clone()));
                 }
             }
@@ -178,17 +204,18 @@ pub fn apply(
     if !conflicts.is_empty() && !force {
         let causes: Vec<Json> = conflicts
             .iter()
-            .map(|(p, m)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?} using v1"), "field": p}))
+            .map(|(p, m)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {m:?} using v1"), "field": display_path(p)}))
             .collect();
         let msg = if conflicts.len() == 1 {
             format!(
                 "Apply failed with 1 conflict: conflict with {:?} using v1: {}",
-                conflicts[0].1, conflicts[0].0
+                conflicts[0].1,
+                display_path(&conflicts[0].0)
             )
         } else {
             let lines: Vec<String> = conflicts
                 .iter()
-                .map(|(p, m)| format!("conflict with {m:?} using v1: {p}"))
+                .map(|(p, m)| format!("conflict with {m:?} using v1: {}", display_path(p)))
                 .collect();
             format!(
                 "Apply failed with {} conflicts: {}",
@@ -205,20 +232,31 @@ pub fn apply(
     }
     let mut result = existing.cloned().unwrap_or(Json::Null);
     strategic_merge(&mut result, applied);
-    // Fields this manager applied before but no longer does are removed (unless others own them).
+    // Fields this manager applied before but no longer does lose it as owner; a field nobody
+    // owns any more is removed.
     let previously: Vec<String> = owners
         .iter()
-        .filter(|(_, m)| m.as_str() == manager)
+        .filter(|(_, ms)| ms.iter().any(|m| m == manager))
         .map(|(p, _)| p.clone())
         .collect();
     for p in previously {
         if !new_paths.contains_key(&p) {
-            owners.remove(&p);
-            remove_path(&mut result, &p);
+            let ms = owners.entry(p.clone()).or_default();
+            ms.retain(|m| m != manager);
+            if ms.is_empty() {
+                owners.remove(&p);
+                remove_path(&mut result, &p);
+            }
         }
     }
     for p in new_paths.keys() {
-        owners.insert(p.clone(), manager.to_string());
+        let ms = owners.entry(p.clone()).or_default();
+        if changed.contains(p) || existing.is_none() {
+            // A changed value (forced or unowned) belongs to the applier alone.
+            *ms = vec![manager.to_string()];
+        } else if !ms.iter().any(|m| m == manager) {
+            ms.push(manager.to_string());
+        }
     }
     Ok(result)
 }
@@ -309,6 +347,55 @@ mod tests {
         .expect("shrink");
         assert!(r["data"].get("b").is_none());
         assert_eq!(r["data"]["a"], "X");
+    }
+
+    #[test]
+    fn applying_the_defaulted_value_is_not_a_conflict() {
+        let mut owners = BTreeMap::new();
+        let key = format!("{SEP}spec{SEP}containers");
+        owners.insert(key.clone(), vec!["kubectl-client-side-apply".to_string()]);
+        let cur = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x", "imagePullPolicy": "IfNotPresent"}]}});
+        let same = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        assert!(apply(
+            Some(&cur),
+            &same,
+            "kubectl",
+            false,
+            &mut owners,
+            "pods",
+            "p"
+        )
+        .is_ok());
+        let changed = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a", "image": "y"}]}});
+        owners.insert(key, vec!["other".to_string()]);
+        let dotted = json!({"metadata": {"name": "p", "annotations": {"a.b/c": "1"}}});
+        let mut o2 = BTreeMap::new();
+        let created = apply(None, &dotted, "m1", false, &mut o2, "pods", "p").expect("create");
+        assert!(apply(Some(&created), &dotted, "m2", false, &mut o2, "pods", "p").is_ok());
+        let e = apply(
+            Some(&created),
+            &json!({"metadata": {"name": "p", "annotations": {"a.b/c": "2"}}}),
+            "m2",
+            false,
+            &mut o2,
+            "pods",
+            "p",
+        )
+        .expect_err("conflict");
+        assert_eq!(
+            e.status["details"]["causes"][0]["field"],
+            ".metadata.annotations.a.b/c"
+        );
+        assert!(apply(
+            Some(&cur),
+            &changed,
+            "kubectl",
+            false,
+            &mut owners,
+            "pods",
+            "p"
+        )
+        .is_err());
     }
 
     #[test]

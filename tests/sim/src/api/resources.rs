@@ -166,8 +166,33 @@ fn authz_group() -> Json {
     json!({"name": AUTHZ_GROUP, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+pub const AUTHN_GROUP: &str = "authentication.k8s.io";
+
+fn authn_group() -> Json {
+    let gv = json!({"groupVersion": "authentication.k8s.io/v1", "version": "v1"});
+    json!({"name": AUTHN_GROUP, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+pub fn authn_api_group() -> Json {
+    let mut g = authn_group();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    g
+}
+
+pub fn authn_resource_list() -> Json {
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": "authentication.k8s.io/v1",
+        "resources": [
+            {"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": false, "kind": "SelfSubjectReview", "verbs": ["create"]}
+        ]
+    })
+}
+
 pub fn api_group_list() -> Json {
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authz_group()]})
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": [authn_group(), authz_group()]})
 }
 
 pub fn authz_api_group() -> Json {
@@ -187,6 +212,76 @@ pub fn authz_resource_list() -> Json {
             {"name": "selfsubjectrulesreviews", "singularName": "selfsubjectrulesreview", "namespaced": false, "kind": "SelfSubjectRulesReview", "verbs": ["create"]}
         ]
     })
+}
+
+/// `/openapi/v3`: the discovery of OpenAPI v3 documents per group-version. kubectl reads it to
+/// learn that the server supports `fieldValidation` (then validates server-side and never needs
+/// the v2 schema). We publish paths and parameters only, no schemas.
+pub fn openapi_v3_root() -> Json {
+    json!({"paths": {
+        "api/v1": {"serverRelativeURL": "/openapi/v3/api/v1?hash=KODAMASIMV1"},
+        "apis/authorization.k8s.io/v1": {"serverRelativeURL": "/openapi/v3/apis/authorization.k8s.io/v1?hash=KODAMASIMAUTHZ"}
+    }})
+}
+
+/// A minimal OpenAPI v3 document for a group-version: every operation of our resources with its
+/// `x-kubernetes-group-version-kind` and query parameters (notably `fieldValidation`).
+pub fn openapi_v3_doc(group_version: &str) -> Option<Json> {
+    let param = |n: &str| json!({"name": n, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let write_params = json!([
+        param("dryRun"),
+        param("fieldManager"),
+        param("fieldValidation")
+    ]);
+    let resp = json!({"200": {"description": "OK"}});
+    let mut paths = serde_json::Map::new();
+    match group_version {
+        "api/v1" => {
+            for r in CORE {
+                let gvk = json!({"group": "", "version": "v1", "kind": r.kind});
+                let (coll, item) = if r.namespaced {
+                    (
+                        format!("/api/v1/namespaces/{{namespace}}/{}", r.name),
+                        format!("/api/v1/namespaces/{{namespace}}/{}/{{name}}", r.name),
+                    )
+                } else {
+                    (
+                        format!("/api/v1/{}", r.name),
+                        format!("/api/v1/{}/{{name}}", r.name),
+                    )
+                };
+                let op = |action: &str, params: Json| json!({"operationId": format!("{action}CoreV1{}", r.kind), "x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params, "responses": resp});
+                paths.insert(
+                    coll,
+                    json!({"get": op("list", json!([])), "post": op("post", write_params.clone())}),
+                );
+                let mut patch_params = write_params.clone();
+                patch_params
+                    .as_array_mut()
+                    .expect("array")
+                    .push(param("force"));
+                paths.insert(
+                    item,
+                    json!({"get": op("get", json!([])), "put": op("put", write_params.clone()), "patch": op("patch", patch_params), "delete": op("delete", json!([param("dryRun")]))}),
+                );
+            }
+        }
+        "apis/authorization.k8s.io/v1" => {
+            let gvk =
+                json!({"group": AUTHZ_GROUP, "version": "v1", "kind": "SelfSubjectAccessReview"});
+            paths.insert(
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews".into(),
+                json!({"post": {"operationId": "createAuthorizationV1SelfSubjectAccessReview", "x-kubernetes-action": "post", "x-kubernetes-group-version-kind": gvk, "parameters": write_params, "responses": resp}}),
+            );
+        }
+        _ => return None,
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.37.0-kodama-sim"},
+        "paths": paths,
+        "components": {"schemas": {}}
+    }))
 }
 
 /// Does the request's Accept header ask for a server-side Table?

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// Most journal entries kept (the oldest half is dropped when full).
+pub const JOURNAL_LIMIT: usize = 100_000;
+
 /// Behaviour switches of the API server.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -78,10 +81,12 @@ impl Api {
     }
 
     pub fn record(&self, e: JournalEntry) {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(e);
+        let mut j = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded for long-running standalone use: drop the oldest half when full.
+        if j.len() >= JOURNAL_LIMIT {
+            j.drain(..JOURNAL_LIMIT / 2);
+        }
+        j.push(e);
     }
 }
 
@@ -174,14 +179,14 @@ fn serve_connection(api: Arc<Api>, tcp: TcpStream) {
     let _ = tcp.set_nodelay(true);
     let id = api.next_conn.fetch_add(1, Ordering::SeqCst);
     let Ok(shut) = tcp.try_clone() else { return };
+    let Ok(server) = rustls::ServerConnection::new(api.tls.clone()) else {
+        return;
+    };
     let Ok(reg) = tcp.try_clone() else { return };
     api.conns
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id, reg);
-    let Ok(server) = rustls::ServerConnection::new(api.tls.clone()) else {
-        return;
-    };
     let mut conn = BufConn::new(rustls::StreamOwned::new(server, tcp));
     while let Ok(Some(req)) = conn.read_request() {
         let subject = conn
@@ -195,6 +200,7 @@ fn serve_connection(api: Arc<Api>, tcp: TcpStream) {
             Outcome::Close => break,
             Outcome::Stream(sreq, drop_after) => {
                 let kubelet = api.kubelet.clone();
+                let _ = shut.set_read_timeout(Some(crate::contract::STREAM_READ_TIMEOUT));
                 match drop_after {
                     Some(n) => kubelet.stream(
                         sreq,

@@ -56,7 +56,7 @@ pub struct Inner {
     /// Bumped when the API server restarts: open watches end.
     pub epoch: u64,
     /// Server-side apply ownership: object key → (field path → manager).
-    pub managers: HashMap<Key, BTreeMap<String, String>>,
+    pub managers: HashMap<Key, super::patch::Owners>,
     pub node_name: String,
 }
 

@@ -720,3 +720,240 @@ mod tests {
         ));
     }
 }
+
+/// A schema node for unknown-field detection: known keys, each with its own node (None =
+/// opaque: anything below is accepted).
+struct Node(&'static [(&'static str, Option<&'static Node>, bool)]);
+
+const OPAQUE: Option<&Node> = None;
+
+const META: Node = Node(&[
+    ("name", OPAQUE, false),
+    ("generateName", OPAQUE, false),
+    ("namespace", OPAQUE, false),
+    ("selfLink", OPAQUE, false),
+    ("uid", OPAQUE, false),
+    ("resourceVersion", OPAQUE, false),
+    ("generation", OPAQUE, false),
+    ("creationTimestamp", OPAQUE, false),
+    ("deletionTimestamp", OPAQUE, false),
+    ("deletionGracePeriodSeconds", OPAQUE, false),
+    ("labels", OPAQUE, false),
+    ("annotations", OPAQUE, false),
+    ("ownerReferences", OPAQUE, false),
+    ("finalizers", OPAQUE, false),
+    ("managedFields", OPAQUE, false),
+]);
+
+const ENV_VAR: Node = Node(&[
+    ("name", OPAQUE, false),
+    ("value", OPAQUE, false),
+    ("valueFrom", OPAQUE, false),
+]);
+const ENV_FROM: Node = Node(&[
+    ("prefix", OPAQUE, false),
+    ("configMapRef", OPAQUE, false),
+    ("secretRef", OPAQUE, false),
+]);
+const MOUNT: Node = Node(&[
+    ("name", OPAQUE, false),
+    ("readOnly", OPAQUE, false),
+    ("recursiveReadOnly", OPAQUE, false),
+    ("mountPath", OPAQUE, false),
+    ("subPath", OPAQUE, false),
+    ("mountPropagation", OPAQUE, false),
+    ("subPathExpr", OPAQUE, false),
+]);
+const RESOURCES: Node = Node(&[
+    ("limits", OPAQUE, false),
+    ("requests", OPAQUE, false),
+    ("claims", OPAQUE, false),
+]);
+
+/// (key, node, is_list_of_node)
+const CONTAINER: Node = Node(&[
+    ("name", OPAQUE, false),
+    ("image", OPAQUE, false),
+    ("command", OPAQUE, false),
+    ("args", OPAQUE, false),
+    ("workingDir", OPAQUE, false),
+    ("ports", OPAQUE, false),
+    ("envFrom", Some(&ENV_FROM), true),
+    ("env", Some(&ENV_VAR), true),
+    ("resources", Some(&RESOURCES), false),
+    ("resizePolicy", OPAQUE, false),
+    ("restartPolicy", OPAQUE, false),
+    ("restartPolicyRules", OPAQUE, false),
+    ("volumeMounts", Some(&MOUNT), true),
+    ("volumeDevices", OPAQUE, false),
+    ("livenessProbe", OPAQUE, false),
+    ("readinessProbe", OPAQUE, false),
+    ("startupProbe", OPAQUE, false),
+    ("lifecycle", OPAQUE, false),
+    ("terminationMessagePath", OPAQUE, false),
+    ("terminationMessagePolicy", OPAQUE, false),
+    ("imagePullPolicy", OPAQUE, false),
+    ("securityContext", OPAQUE, false),
+    ("stdin", OPAQUE, false),
+    ("stdinOnce", OPAQUE, false),
+    ("tty", OPAQUE, false),
+]);
+
+const POD_SPEC: Node = Node(&[
+    ("volumes", OPAQUE, false),
+    ("initContainers", Some(&CONTAINER), true),
+    ("containers", Some(&CONTAINER), true),
+    ("ephemeralContainers", OPAQUE, false),
+    ("restartPolicy", OPAQUE, false),
+    ("terminationGracePeriodSeconds", OPAQUE, false),
+    ("activeDeadlineSeconds", OPAQUE, false),
+    ("dnsPolicy", OPAQUE, false),
+    ("nodeSelector", OPAQUE, false),
+    ("serviceAccountName", OPAQUE, false),
+    ("serviceAccount", OPAQUE, false),
+    ("automountServiceAccountToken", OPAQUE, false),
+    ("nodeName", OPAQUE, false),
+    ("hostNetwork", OPAQUE, false),
+    ("hostPID", OPAQUE, false),
+    ("hostIPC", OPAQUE, false),
+    ("shareProcessNamespace", OPAQUE, false),
+    ("securityContext", OPAQUE, false),
+    ("imagePullSecrets", OPAQUE, false),
+    ("hostname", OPAQUE, false),
+    ("hostnameOverride", OPAQUE, false),
+    ("subdomain", OPAQUE, false),
+    ("affinity", OPAQUE, false),
+    ("schedulerName", OPAQUE, false),
+    ("tolerations", OPAQUE, false),
+    ("hostAliases", OPAQUE, false),
+    ("priorityClassName", OPAQUE, false),
+    ("priority", OPAQUE, false),
+    ("dnsConfig", OPAQUE, false),
+    ("readinessGates", OPAQUE, false),
+    ("runtimeClassName", OPAQUE, false),
+    ("enableServiceLinks", OPAQUE, false),
+    ("preemptionPolicy", OPAQUE, false),
+    ("overhead", OPAQUE, false),
+    ("topologySpreadConstraints", OPAQUE, false),
+    ("setHostnameAsFQDN", OPAQUE, false),
+    ("os", OPAQUE, false),
+    ("hostUsers", OPAQUE, false),
+    ("schedulingGates", OPAQUE, false),
+    ("resourceClaims", OPAQUE, false),
+    ("resources", Some(&RESOURCES), false),
+    ("workloadRef", OPAQUE, false),
+]);
+
+const PVC_SPEC: Node = Node(&[
+    ("accessModes", OPAQUE, false),
+    ("selector", OPAQUE, false),
+    ("resources", Some(&RESOURCES), false),
+    ("volumeName", OPAQUE, false),
+    ("storageClassName", OPAQUE, false),
+    ("volumeMode", OPAQUE, false),
+    ("dataSource", OPAQUE, false),
+    ("dataSourceRef", OPAQUE, false),
+    ("volumeAttributesClassName", OPAQUE, false),
+]);
+
+const POD: Node = Node(&[
+    ("apiVersion", OPAQUE, false),
+    ("kind", OPAQUE, false),
+    ("metadata", Some(&META), false),
+    ("spec", Some(&POD_SPEC), false),
+    ("status", OPAQUE, false),
+]);
+const PVC: Node = Node(&[
+    ("apiVersion", OPAQUE, false),
+    ("kind", OPAQUE, false),
+    ("metadata", Some(&META), false),
+    ("spec", Some(&PVC_SPEC), false),
+    ("status", OPAQUE, false),
+]);
+const CONFIGMAP: Node = Node(&[
+    ("apiVersion", OPAQUE, false),
+    ("kind", OPAQUE, false),
+    ("metadata", Some(&META), false),
+    ("data", OPAQUE, false),
+    ("binaryData", OPAQUE, false),
+    ("immutable", OPAQUE, false),
+]);
+const SECRET: Node = Node(&[
+    ("apiVersion", OPAQUE, false),
+    ("kind", OPAQUE, false),
+    ("metadata", Some(&META), false),
+    ("data", OPAQUE, false),
+    ("stringData", OPAQUE, false),
+    ("type", OPAQUE, false),
+    ("immutable", OPAQUE, false),
+]);
+const NAMESPACE: Node = Node(&[
+    ("apiVersion", OPAQUE, false),
+    ("kind", OPAQUE, false),
+    ("metadata", Some(&META), false),
+    ("spec", Some(&Node(&[("finalizers", OPAQUE, false)])), false),
+    ("status", OPAQUE, false),
+]);
+
+fn walk_unknown(v: &Json, node: &Node, path: &str, out: &mut Vec<String>) {
+    let Some(o) = v.as_object() else { return };
+    for (k, child) in o {
+        let p = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        match node.0.iter().find(|(name, _, _)| *name == k) {
+            None => out.push(p),
+            Some((_, Some(n), true)) => {
+                for (i, item) in child.as_array().into_iter().flatten().enumerate() {
+                    walk_unknown(item, n, &format!("{p}[{i}]"), out);
+                }
+            }
+            Some((_, Some(n), false)) => walk_unknown(child, n, &p, out),
+            Some((_, None, _)) => {}
+        }
+    }
+}
+
+/// Fields the real schema does not declare (`spec.containers[0].imagee`), for
+/// `fieldValidation`. Only our kinds' main structures are checked; deep optional structures
+/// (probes, affinity, volume sources, …) are accepted as they are.
+pub fn unknown_fields(resource: &str, obj: &Json) -> Vec<String> {
+    let node = match resource {
+        "pods" => &POD,
+        "persistentvolumeclaims" => &PVC,
+        "configmaps" => &CONFIGMAP,
+        "secrets" => &SECRET,
+        "namespaces" => &NAMESPACE,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    walk_unknown(obj, node, "", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod unknown_tests {
+    use super::*;
+
+    #[test]
+    fn finds_unknown_fields() {
+        let p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "labelz": {}},
+            "spec": {"containers": [{"name": "a", "imagee": "i", "env": [{"name": "A", "valu": "1"}], "securityContext": {"anything": 1}}], "bogus": 1}});
+        assert_eq!(
+            unknown_fields("pods", &p),
+            vec![
+                "metadata.labelz",
+                "spec.bogus",
+                "spec.containers[0].env[0].valu",
+                "spec.containers[0].imagee"
+            ]
+        );
+        assert!(unknown_fields(
+            "configmaps",
+            &json!({"data": {"x": "y"}, "metadata": {"name": "c"}})
+        )
+        .is_empty());
+    }
+}
