@@ -316,3 +316,42 @@ fn logs_follow_until_the_container_ends() {
         "a container name must be specified for pod two, choose one of: [a b]"
     );
 }
+
+#[test]
+fn tty_container_logs_and_attach_resize() {
+    let h = H::new("ttyctr");
+    let mut p = pod(
+        "term",
+        &[
+            "sh",
+            "-c",
+            "stty size; while read l; do stty size; echo got:$l; done",
+        ],
+    );
+    p["spec"]["containers"][0]["stdin"] = json!(true);
+    p["spec"]["containers"][0]["tty"] = json!(true);
+    h.create(p);
+    h.wait_log("term", "24 80\n");
+    let path = format!(
+        "/api/v1/namespaces/{NS}/pods/term/attach?container=main&stdin=true&stdout=true&tty=true"
+    );
+    let (ws, proto) = connect(h.stream_port(), &path, BOTH).expect("handshake");
+    let mut resize = vec![4u8];
+    resize.extend_from_slice(br#"{"Width":120,"Height":50}"#);
+    let kubelet = h.kubelet.clone();
+    let mut done = false;
+    let mut seen = Vec::new();
+    let r = drive(ws, proto, vec![resize, b"\0x\r".to_vec()], move |ch, d| {
+        if ch == 1 {
+            seen.extend_from_slice(d);
+        }
+        if !done && String::from_utf8_lossy(&seen).contains("got:x") {
+            done = true;
+            kubelet.kill_pod_processes(NS, "term");
+        }
+        Vec::new()
+    });
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.contains("50 120"), "resize through attach: {out:?}");
+    assert!(h.wait_log("term", "got:x").contains("50 120"));
+}

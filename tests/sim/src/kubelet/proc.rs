@@ -166,29 +166,33 @@ pub fn spawn_in_pod(
     child
 }
 
-/// Open a pty pair (both ends close-on-exec) with an initial window size.
+/// Open a pty pair (both ends close-on-exec from the start, so a concurrent fork in another
+/// thread cannot inherit them) with an initial window size.
 pub fn open_pty(cols: u16, rows: u16) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut master: libc::c_int = -1;
-    let mut slave: libc::c_int = -1;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: valid out-pointers; the fds are owned right after.
+    // SAFETY: plain syscalls; every fd is owned right after it is created.
     unsafe {
-        check(libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        ))?;
-        let (m, s) = (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave));
-        check(libc::fcntl(m.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC))?;
-        check(libc::fcntl(s.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC))?;
-        Ok((m, s))
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if m < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let master = OwnedFd::from_raw_fd(m);
+        check(libc::grantpt(m))?;
+        check(libc::unlockpt(m))?;
+        let mut name = [0 as libc::c_char; 128];
+        let r = libc::ptsname_r(m, name.as_mut_ptr(), name.len());
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        let s = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let slave = OwnedFd::from_raw_fd(s);
+        set_winsize(master.as_raw_fd(), cols, rows);
+        Ok((master, slave))
     }
 }
 
