@@ -178,6 +178,16 @@ impl AgentClient {
         let mut stats = ApplyStats::default();
         let mut buf = vec![0u8; protocol::CHUNK];
         for (i, c) in changes.iter().enumerate() {
+            // Never send (or read locally) a path that could leave either root.
+            let bad = crate::sync::safefs::check_rel(c.path()).err().or_else(|| match c {
+                Change::Rename { from, .. } => crate::sync::safefs::check_rel(from).err(),
+                _ => None,
+            });
+            if let Some(e) = bad {
+                stats.failed += 1;
+                outcomes[i] = Some(Outcome::Failed(e.to_string()));
+                continue;
+            }
             let msg = match c {
                 Change::Mkdir { path } => Msg::Mkdir { path: path.clone() },
                 Change::Chmod { path, exec } => Msg::Chmod {
