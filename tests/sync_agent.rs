@@ -40,31 +40,72 @@ fn every_change_kind_is_applied_and_acknowledged() {
     let (mut c, h) = start(pod.path());
     assert!(c.ping().is_ok());
     let changes = vec![
-        Change::Mkdir { path: "empty/deep".into() },
-        Change::Write { path: "dir/ünï.txt".into(), entry: file_entry(local.path(), "dir/ünï.txt") },
-        Change::Write { path: "run.sh".into(), entry: file_entry(local.path(), "run.sh") },
-        Change::Symlink { path: "out".into(), target: "/etc".into() },
-        Change::Rename { from: "dir/ünï.txt".into(), to: "moved/ünï.txt".into() },
-        Change::Chmod { path: "run.sh".into(), exec: false },
-        Change::Delete { path: "empty/deep".into(), kind: Kind::Dir },
+        Change::Mkdir {
+            path: "empty/deep".into(),
+        },
+        Change::Write {
+            path: "dir/ünï.txt".into(),
+            entry: file_entry(local.path(), "dir/ünï.txt"),
+        },
+        Change::Write {
+            path: "run.sh".into(),
+            entry: file_entry(local.path(), "run.sh"),
+        },
+        Change::Symlink {
+            path: "out".into(),
+            target: "/etc".into(),
+        },
+        Change::Rename {
+            from: "dir/ünï.txt".into(),
+            to: "moved/ünï.txt".into(),
+        },
+        Change::Chmod {
+            path: "run.sh".into(),
+            exec: false,
+        },
+        Change::Delete {
+            path: "empty/deep".into(),
+            kind: Kind::Dir,
+        },
     ];
     let (outcomes, stats) = c.apply(local.path(), &changes).unwrap();
-    assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done(_))), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Done(_))),
+        "{outcomes:?}"
+    );
     assert_eq!(stats.files, 2);
-    assert_eq!(std::fs::read_to_string(pod.join("moved/ünï.txt")).unwrap(), "hello");
+    assert_eq!(
+        std::fs::read_to_string(pod.join("moved/ünï.txt")).unwrap(),
+        "hello"
+    );
     assert!(!pod.join("dir/ünï.txt").exists());
-    assert_eq!(std::fs::read_link(pod.join("out")).unwrap().to_str(), Some("/etc"));
-    assert_eq!(std::fs::metadata(pod.join("run.sh")).unwrap().permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        std::fs::read_link(pod.join("out")).unwrap().to_str(),
+        Some("/etc")
+    );
+    assert_eq!(
+        std::fs::metadata(pod.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
     assert!(pod.join("empty").is_dir() && !pod.join("empty/deep").exists());
     // mtime is preserved, so the listing matches the local snapshot.
     let listing = c.list("", true, vec![]).unwrap();
     let moved = &listing["moved/ünï.txt"];
     let orig = file_entry(local.path(), "dir/ünï.txt");
-    assert_eq!((moved.size, moved.mtime, moved.mtime_nsec), (orig.size, orig.mtime, orig.mtime_nsec));
+    assert_eq!(
+        (moved.size, moved.mtime, moved.mtime_nsec),
+        (orig.size, orig.mtime, orig.mtime_nsec)
+    );
     assert_eq!(listing["out"].target.as_deref(), Some("/etc"));
     let (size, hash) = c.hash("moved/ünï.txt").unwrap();
-    let (lsize, lhash) =
-        kodama::agent::protocol::hash_stream(&mut std::fs::File::open(local.join("dir/ünï.txt")).unwrap()).unwrap();
+    let (lsize, lhash) = kodama::agent::protocol::hash_stream(
+        &mut std::fs::File::open(local.join("dir/ünï.txt")).unwrap(),
+    )
+    .unwrap();
     assert_eq!((size, hash), (lsize, lhash));
     assert_eq!(c.close().unwrap(), None);
     h.join().unwrap().unwrap();
@@ -77,18 +118,30 @@ fn hostile_paths_are_refused_by_the_client_before_anything_is_read_or_sent() {
     write(local.path(), "f", "data");
     let e = file_entry(local.path(), "f");
     let (mut c, h) = start(pod.path());
-    let w = |p: &str| Change::Write { path: p.into(), entry: e.clone() };
+    let w = |p: &str| Change::Write {
+        path: p.into(),
+        entry: e.clone(),
+    };
     let changes = vec![
         w("../f"),
         w("/etc/passwd"),
         w("a/../../f"),
-        Change::Rename { from: "../x".into(), to: "y".into() },
-        Change::Delete { path: "..".into(), kind: Kind::Dir },
+        Change::Rename {
+            from: "../x".into(),
+            to: "y".into(),
+        },
+        Change::Delete {
+            path: "..".into(),
+            kind: Kind::Dir,
+        },
         w("f"),
     ];
     let (outcomes, stats) = c.apply(local.path(), &changes).unwrap();
     for (ch, o) in changes.iter().zip(&outcomes).take(5) {
-        assert!(matches!(o, Outcome::Failed(m) if m.contains("refusing unsafe path")), "{ch:?}: {o:?}");
+        assert!(
+            matches!(o, Outcome::Failed(m) if m.contains("refusing unsafe path")),
+            "{ch:?}: {o:?}"
+        );
     }
     assert_eq!(outcomes[5], Outcome::Done(Some(e.clone())));
     assert_eq!(stats.failed, 5);
@@ -117,7 +170,13 @@ fn hostile_paths_and_symlink_escapes_are_refused_by_the_agent_with_the_path() {
     read_hello(&mut r).unwrap();
     let file = |p: &str| {
         vec![
-            Msg::FileBegin { path: p.into(), size: 3, exec: false, mtime: 1, mtime_nsec: 0 },
+            Msg::FileBegin {
+                path: p.into(),
+                size: 3,
+                exec: false,
+                mtime: 1,
+                mtime_nsec: 0,
+            },
             Msg::FileChunk(b"bad".to_vec()),
             Msg::FileEnd,
         ]
@@ -127,13 +186,47 @@ fn hostile_paths_and_symlink_escapes_are_refused_by_the_agent_with_the_path() {
         (file("/tmp/kodama-evil-abs"), "/tmp/kodama-evil-abs"),
         (file("real/../../evil"), "real/../../evil"),
         (file("escape/pwned"), "escape/pwned"),
-        (vec![Msg::Mkdir { path: "escape/newdir".into() }], "escape/newdir"),
-        (vec![Msg::Symlink { path: "escape/l".into(), target: "x".into() }], "escape/l"),
-        (vec![Msg::Chmod { path: "escape".into(), exec: true }], "escape"),
-        (vec![Msg::Rename { from: "real/file".into(), to: "../moved-out".into() }], "../moved-out"),
-        (vec![Msg::Rename { from: "real/file".into(), to: "escape/moved".into() }], "escape/moved"),
+        (
+            vec![Msg::Mkdir {
+                path: "escape/newdir".into(),
+            }],
+            "escape/newdir",
+        ),
+        (
+            vec![Msg::Symlink {
+                path: "escape/l".into(),
+                target: "x".into(),
+            }],
+            "escape/l",
+        ),
+        (
+            vec![Msg::Chmod {
+                path: "escape".into(),
+                exec: true,
+            }],
+            "escape",
+        ),
+        (
+            vec![Msg::Rename {
+                from: "real/file".into(),
+                to: "../moved-out".into(),
+            }],
+            "../moved-out",
+        ),
+        (
+            vec![Msg::Rename {
+                from: "real/file".into(),
+                to: "escape/moved".into(),
+            }],
+            "escape/moved",
+        ),
         (vec![Msg::Delete { path: "../".into() }], "../"),
-        (vec![Msg::Delete { path: "escape/anything".into() }], "escape/anything"),
+        (
+            vec![Msg::Delete {
+                path: "escape/anything".into(),
+            }],
+            "escape/anything",
+        ),
     ];
     for (msgs, path) in &hostile {
         for m in msgs {
@@ -156,12 +249,21 @@ fn hostile_paths_and_symlink_escapes_are_refused_by_the_agent_with_the_path() {
     assert_eq!(read_msg(&mut r).unwrap(), Some(Msg::Pong(9)));
     drop(w);
     h.join().unwrap().unwrap();
-    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "nothing written outside"
+    );
     assert!(!pod.path().parent().unwrap().join("evil").exists());
     assert!(!pod.path().parent().unwrap().join("moved-out").exists());
     assert!(!std::path::Path::new("/tmp/kodama-evil-abs").exists());
     assert_eq!(std::fs::read_to_string(pod.join("real/file")).unwrap(), "x");
-    assert!(pod.join("escape").symlink_metadata().unwrap().file_type().is_symlink());
+    assert!(pod
+        .join("escape")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -180,24 +282,50 @@ fn a_dropped_connection_never_leaves_a_half_file() {
     write_hello(&mut w).unwrap();
     let mut r = c_out;
     read_hello(&mut r).unwrap();
-    write_msg(&mut w, &Msg::FileBegin { path: "big.bin".into(), size: 1 << 20, exec: false, mtime: 1, mtime_nsec: 0 }).unwrap();
+    write_msg(
+        &mut w,
+        &Msg::FileBegin {
+            path: "big.bin".into(),
+            size: 1 << 20,
+            exec: false,
+            mtime: 1,
+            mtime_nsec: 0,
+        },
+    )
+    .unwrap();
     write_chunk(&mut w, &[7u8; 1000]).unwrap();
     drop(w); // the connection dies mid-file
     let _ = h.join().unwrap();
     assert!(!pod.join("big.bin").exists());
-    assert_eq!(std::fs::read_dir(pod.path()).unwrap().count(), 0, "no temp file left behind");
+    assert_eq!(
+        std::fs::read_dir(pod.path()).unwrap().count(),
+        0,
+        "no temp file left behind"
+    );
 }
 
 #[test]
 fn agent_version_and_argument_errors() {
     let mut out = Vec::new();
-    server::run(vec!["agent".into(), "version".into()], &mut &b""[..], &mut out).unwrap();
-    assert_eq!(String::from_utf8(out).unwrap().trim(), server::version_line());
+    server::run(
+        vec!["agent".into(), "version".into()],
+        &mut &b""[..],
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap().trim(),
+        server::version_line()
+    );
     let e = server::run(vec!["serve".into()], &mut &b""[..], &mut Vec::new()).unwrap_err();
     assert_eq!(e.exit_code(), 2);
     assert!(e.to_string().contains("--root"));
-    let e = server::run(vec!["frobnicate".into(), "--root".into(), "/tmp".into()], &mut &b""[..], &mut Vec::new())
-        .unwrap_err();
+    let e = server::run(
+        vec!["frobnicate".into(), "--root".into(), "/tmp".into()],
+        &mut &b""[..],
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("frobnicate"));
 }
 
@@ -218,20 +346,43 @@ fn installer_copies_once_then_reuses_and_falls_back_for_foreign_binaries() {
         ..Default::default()
     };
     let mode = ensure_agent(&remote, &opts).unwrap();
-    let want = format!("{}/.kodama/bin/kubectl-kodama-{}", home.path().display(), kodama::VERSION);
+    let want = format!(
+        "{}/.kodama/bin/kubectl-kodama-{}",
+        home.path().display(),
+        kodama::VERSION
+    );
     assert_eq!(mode, AgentMode::Agent { path: want.clone() });
     let installed = std::fs::metadata(&want).unwrap();
     assert_eq!(installed.len(), std::fs::metadata(&me).unwrap().len());
     assert_eq!(installed.permissions().mode() & 0o111, 0o111);
     // Second time: reused, not copied again (a missing binary would fail the copy).
-    let again = InstallOptions { binary: Some(home.join("does-not-exist")), ..opts.clone() };
-    assert_eq!(ensure_agent(&remote, &again).unwrap(), AgentMode::Agent { path: want });
+    let again = InstallOptions {
+        binary: Some(home.join("does-not-exist")),
+        ..opts.clone()
+    };
+    assert_eq!(
+        ensure_agent(&remote, &again).unwrap(),
+        AgentMode::Agent { path: want }
+    );
     // A dynamically linked binary is not copied into a real pod.
-    let fresh = InstallOptions { path: "$HOME/other/k".into(), allow_dynamic: false, ..opts.clone() };
-    assert!(matches!(ensure_agent(&remote, &fresh).unwrap(), AgentMode::Fallback { reason } if reason.contains("dynamically linked")));
+    let fresh = InstallOptions {
+        path: "$HOME/other/k".into(),
+        allow_dynamic: false,
+        ..opts.clone()
+    };
+    assert!(
+        matches!(ensure_agent(&remote, &fresh).unwrap(), AgentMode::Fallback { reason } if reason.contains("dynamically linked"))
+    );
     // Not an executable at all.
     write(home.path(), "script", "#!/bin/sh\n");
-    let script = InstallOptions { path: "$HOME/other/k".into(), binary: Some(home.join("script")), ..opts };
-    assert!(matches!(ensure_agent(&remote, &script).unwrap(), AgentMode::Fallback { .. }));
+    let script = InstallOptions {
+        path: "$HOME/other/k".into(),
+        binary: Some(home.join("script")),
+        ..opts
+    };
+    assert!(matches!(
+        ensure_agent(&remote, &script).unwrap(),
+        AgentMode::Fallback { .. }
+    ));
     assert!(!home.join("other/k").exists());
 }

@@ -28,7 +28,15 @@ fn pipe_copy(src: &Path, dst: &Path) -> kodama::sync::archive::ExtractReport {
         w.flush().unwrap();
         st
     });
-    let rep = extract(b, dst, &ExtractOptions { preserve_mtime: true, ..Default::default() }).unwrap();
+    let rep = extract(
+        b,
+        dst,
+        &ExtractOptions {
+            preserve_mtime: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let st = writer.join().unwrap();
     assert_eq!(st.files, rep.stats.files);
     rep
@@ -52,11 +60,25 @@ fn round_trip_preserves_modes_symlinks_empty_dirs_and_names() {
     let rep = pipe_copy(s, dst.path());
     assert!(rep.refused.is_empty(), "{:?}", rep.refused);
     let d = dst.path();
-    assert_eq!(std::fs::metadata(d.join("bin/run.sh")).unwrap().permissions().mode() & 0o777, 0o755);
-    assert_eq!(std::fs::read_to_string(d.join("ünïcödé/日本語 ファイル.txt")).unwrap(), "こんにちは");
+    assert_eq!(
+        std::fs::metadata(d.join("bin/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("ünïcödé/日本語 ファイル.txt")).unwrap(),
+        "こんにちは"
+    );
     assert_eq!(std::fs::read_to_string(d.join(&long)).unwrap(), "long");
     assert!(d.join("empty/inner").is_dir());
-    for (l, t) in [("inside-link", "bin/run.sh"), ("outside-link", "/etc/passwd"), ("bin/rel-outside", "../../outside")] {
+    for (l, t) in [
+        ("inside-link", "bin/run.sh"),
+        ("outside-link", "/etc/passwd"),
+        ("bin/rel-outside", "../../outside"),
+    ] {
         let md = d.join(l).symlink_metadata().unwrap();
         assert!(md.file_type().is_symlink(), "{l} stays a symlink");
         assert_eq!(std::fs::read_link(d.join(l)).unwrap().to_str(), Some(t));
@@ -164,11 +186,23 @@ fn hostile_archives_are_refused_and_nothing_lands_outside() {
     ] {
         assert!(refused.contains(&p), "{p} must be refused: {refused:?}");
     }
-    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing outside");
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing outside"
+    );
     assert!(!Path::new("/tmp/kodama-abs-evil").exists());
     assert!(!Path::new("/etc/kodama-evil").exists());
-    assert_eq!(std::fs::read_to_string(dst.join("good.txt")).unwrap(), "fine");
-    assert!(dst.join("link").symlink_metadata().unwrap().file_type().is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(dst.join("good.txt")).unwrap(),
+        "fine"
+    );
+    assert!(dst
+        .join("link")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -178,14 +212,32 @@ fn keep_newer_skips_newer_local_files_and_reports_them() {
     write(src.path(), "a.txt", "from pod");
     write(src.path(), "b.txt", "from pod");
     write(dst.path(), "a.txt", "local newer");
-    let f = std::fs::File::options().write(true).open(dst.join("a.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(dst.join("a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .unwrap();
     let snap = scan(&rules(src.path()), "").unwrap().snapshot;
     let mut buf = Vec::new();
     write_tar(&mut buf, src.path(), &snap, &mut |_| {}).unwrap();
-    let rep = extract(&buf[..], dst.path(), &ExtractOptions { keep_newer: true, ..Default::default() }).unwrap();
-    assert_eq!(std::fs::read_to_string(dst.join("a.txt")).unwrap(), "local newer");
-    assert_eq!(std::fs::read_to_string(dst.join("b.txt")).unwrap(), "from pod");
+    let rep = extract(
+        &buf[..],
+        dst.path(),
+        &ExtractOptions {
+            keep_newer: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dst.join("a.txt")).unwrap(),
+        "local newer"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dst.join("b.txt")).unwrap(),
+        "from pod"
+    );
     assert_eq!(rep.skipped.len(), 1);
     assert!(rep.skipped[0].1.contains("newer"));
 }

@@ -7,7 +7,9 @@ mod sync_common;
 
 use kodama::agent::install::{ensure_agent, AgentMode, InstallOptions};
 use kodama::remote::{LocalRemote, Remote};
-use kodama::sync::engine::{initial_sync, StopHandle, SyncEngine, SyncOptions, SyncState, SyncStatus};
+use kodama::sync::engine::{
+    initial_sync, StopHandle, SyncEngine, SyncOptions, SyncState, SyncStatus,
+};
 use kodama::sync::ignore::{IgnoreOptions, IgnoreRules};
 use kodama::sync::pull::{pull, PullOptions};
 use std::os::unix::fs::PermissionsExt;
@@ -74,11 +76,18 @@ impl Running {
         let (s2, st2) = (stop.clone(), statuses.clone());
         let handle = std::thread::spawn(move || {
             let mut engine = engine;
-            let factory = move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
+            let factory =
+                move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
             engine.run(&factory, &s2, &|s| st2.lock().unwrap().push(s.clone()))
         });
-        let r = Running { stop, statuses, handle: Some(handle) };
-        wait_until("engine active", 20, || r.last().is_some_and(|s| s.state == SyncState::Active));
+        let r = Running {
+            stop,
+            statuses,
+            handle: Some(handle),
+        };
+        wait_until("engine active", 20, || {
+            r.last().is_some_and(|s| s.state == SyncState::Active)
+        });
         r
     }
     fn last(&self) -> Option<SyncStatus> {
@@ -126,22 +135,41 @@ fn initial_sync_through_the_agent_and_through_plain_tar() {
         write(l, "ü/ß.txt", "umlaut");
         std::fs::create_dir_all(l.join("empty")).unwrap();
         write(l, "tool.sh", "#!/bin/sh\n");
-        std::fs::set_permissions(l.join("tool.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(l.join("tool.sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
         std::os::unix::fs::symlink("src/main.rs", l.join("link")).unwrap();
         let mode = if fallback {
-            AgentMode::Fallback { reason: "test".into() }
+            AgentMode::Fallback {
+                reason: "test".into(),
+            }
         } else {
             ensure_agent(&env.remote, &env.install()).unwrap()
         };
         let mut calls = Vec::new();
-        let st = initial_sync(&env.remote, &mode, &env.rules(), &env.root(), &mut |p| calls.push(p.clone())).unwrap();
+        let st = initial_sync(&env.remote, &mode, &env.rules(), &env.root(), &mut |p| {
+            calls.push(p.clone())
+        })
+        .unwrap();
         let p = env.pod.path();
-        assert_eq!(read(&p.join("src/main.rs")).as_deref(), Some("fn main() {}\n"));
+        assert_eq!(
+            read(&p.join("src/main.rs")).as_deref(),
+            Some("fn main() {}\n")
+        );
         assert_eq!(read(&p.join("ü/ß.txt")).as_deref(), Some("umlaut"));
         assert!(p.join("empty").is_dir());
         assert!(!exists(&p.join("debug.log")) && !exists(&p.join("node_modules")));
-        assert_eq!(std::fs::metadata(p.join("tool.sh")).unwrap().permissions().mode() & 0o111, 0o111);
-        assert_eq!(std::fs::read_link(p.join("link")).unwrap().to_str(), Some("src/main.rs"));
+        assert_eq!(
+            std::fs::metadata(p.join("tool.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o111,
+            0o111
+        );
+        assert_eq!(
+            std::fs::read_link(p.join("link")).unwrap().to_str(),
+            Some("src/main.rs")
+        );
         let last = calls.last().expect("a final progress call");
         assert_eq!(last.files_done, last.files_total);
         assert_eq!(last.bytes_done, last.bytes_total);
@@ -162,12 +190,19 @@ fn continuous_sync_propagates_creates_modifies_renames_and_deletes() {
     // Things only the pod has: its own files, and ignored dirs it filled itself.
     write(&p, "pod-made.txt", "by claude");
     write(&p, "node_modules/dep/index.js", "pod dep");
-    let run = Running::start(SyncEngine::new(env.rules(), env.opts()).with_known(st.sent), env.remote.clone());
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
 
     write(l, "new/deep/c.txt", "sea");
-    wait_until("create", 10, || read(&p.join("new/deep/c.txt")).as_deref() == Some("sea"));
+    wait_until("create", 10, || {
+        read(&p.join("new/deep/c.txt")).as_deref() == Some("sea")
+    });
     write(l, "a.txt", "two");
-    wait_until("modify", 10, || read(&p.join("a.txt")).as_deref() == Some("two"));
+    wait_until("modify", 10, || {
+        read(&p.join("a.txt")).as_deref() == Some("two")
+    });
     std::fs::rename(l.join("a.txt"), l.join("a-renamed.txt")).unwrap();
     wait_until("rename", 10, || {
         read(&p.join("a-renamed.txt")).as_deref() == Some("two") && !exists(&p.join("a.txt"))
@@ -179,13 +214,26 @@ fn continuous_sync_propagates_creates_modifies_renames_and_deletes() {
     // Editor save: temp file, then rename over the original.
     write(l, ".a-renamed.txt.swp", "three");
     std::fs::rename(l.join(".a-renamed.txt.swp"), l.join("a-renamed.txt")).unwrap();
-    wait_until("editor save", 10, || read(&p.join("a-renamed.txt")).as_deref() == Some("three"));
-    std::fs::set_permissions(l.join("a-renamed.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    wait_until("editor save", 10, || {
+        read(&p.join("a-renamed.txt")).as_deref() == Some("three")
+    });
+    std::fs::set_permissions(
+        l.join("a-renamed.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     wait_until("chmod", 10, || {
-        std::fs::metadata(p.join("a-renamed.txt")).unwrap().permissions().mode() & 0o100 != 0
+        std::fs::metadata(p.join("a-renamed.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o100
+            != 0
     });
     std::os::unix::fs::symlink("/etc/hostname", l.join("ln")).unwrap();
-    wait_until("symlink", 10, || std::fs::read_link(p.join("ln")).is_ok_and(|t| t == Path::new("/etc/hostname")));
+    wait_until("symlink", 10, || {
+        std::fs::read_link(p.join("ln")).is_ok_and(|t| t == Path::new("/etc/hostname"))
+    });
     std::fs::remove_file(l.join("new/deep/c.txt")).unwrap();
     wait_until("delete", 10, || !exists(&p.join("new/deep/c.txt")));
     // Ignored things are neither sent nor deleted.
@@ -194,14 +242,22 @@ fn continuous_sync_propagates_creates_modifies_renames_and_deletes() {
     write(l, "marker", "m");
     wait_until("marker", 10, || exists(&p.join("marker")));
     assert!(!exists(&p.join("debug.log")));
-    assert_eq!(read(&p.join("node_modules/dep/index.js")).as_deref(), Some("pod dep"));
+    assert_eq!(
+        read(&p.join("node_modules/dep/index.js")).as_deref(),
+        Some("pod dep")
+    );
     assert_eq!(read(&p.join("pod-made.txt")).as_deref(), Some("by claude"));
     // A later .gitignore negation brings the log in.
     write(l, ".gitignore", "*.log\n!debug.log\nnode_modules/\n");
-    wait_until("re-included by a .gitignore edit", 10, || read(&p.join("debug.log")).as_deref() == Some("noise"));
+    wait_until("re-included by a .gitignore edit", 10, || {
+        read(&p.join("debug.log")).as_deref() == Some("noise")
+    });
     let last = run.last().unwrap();
     assert_eq!(last.state, SyncState::Active);
-    assert!(last.last_sync.is_some() && last.files_sent >= 4 && last.deletes >= 1, "{last:?}");
+    assert!(
+        last.last_sync.is_some() && last.files_sent >= 4 && last.deletes >= 1,
+        "{last:?}"
+    );
     assert_eq!(last.transport, "agent");
     run.finish().unwrap();
 }
@@ -216,14 +272,25 @@ fn reconnects_after_a_dropped_stream_and_loses_no_edit() {
     let mut remote = env.remote.clone();
     // The first serve connection dies after 4 KiB from the client.
     remote.cut_after = Some(Arc::new(Mutex::new(Some(4096))));
-    let run = Running::start(SyncEngine::new(env.rules(), env.opts()).with_known(st.sent), remote);
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        remote,
+    );
     let big: String = "0123456789abcdef".repeat(4096); // 64 KiB: the drop happens mid-file
     write(l, "big.txt", &big);
     write(l, "a.txt", "edited during the drop");
-    wait_until("big file after reconnect", 20, || read(&p.join("big.txt")).as_deref() == Some(big.as_str()));
-    wait_until("edit after reconnect", 20, || read(&p.join("a.txt")).as_deref() == Some("edited during the drop"));
+    wait_until("big file after reconnect", 20, || {
+        read(&p.join("big.txt")).as_deref() == Some(big.as_str())
+    });
+    wait_until("edit after reconnect", 20, || {
+        read(&p.join("a.txt")).as_deref() == Some("edited during the drop")
+    });
     let statuses = run.statuses.lock().unwrap().clone();
-    assert!(statuses.iter().any(|s| s.state == SyncState::Connecting && s.reason.as_deref().is_some_and(|r| r.contains("lost"))), "{statuses:?}");
+    assert!(
+        statuses.iter().any(|s| s.state == SyncState::Connecting
+            && s.reason.as_deref().is_some_and(|r| r.contains("lost"))),
+        "{statuses:?}"
+    );
     assert!(run.last().unwrap().reconnects >= 1);
     // No temp file is left behind in the pod.
     let leftovers: Vec<_> = std::fs::read_dir(&p)
@@ -247,16 +314,25 @@ fn a_mass_deletion_stops_sync_instead_of_being_mirrored() {
         write(l, &format!("src/f{i:02}.rs"), "x");
     }
     let st = seed(&env);
-    let run = Running::start(SyncEngine::new(env.rules(), env.opts()).with_known(st.sent), env.remote.clone());
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
     for i in 0..25 {
         std::fs::remove_file(l.join(format!("src/f{i:02}.rs"))).unwrap();
     }
     let err = run.wait_exit(20).unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("safety stop") && text.contains("deleted locally"), "{text}");
+    assert!(
+        text.contains("safety stop") && text.contains("deleted locally"),
+        "{text}"
+    );
     assert!(err.hint().is_some_and(|h| h.contains("--force")));
     let pod_files = std::fs::read_dir(p.join("src")).unwrap().count();
-    assert!(pod_files >= 15, "at most the fraction may have gone before the stop, {pod_files} left");
+    assert!(
+        pod_files >= 15,
+        "at most the fraction may have gone before the stop, {pod_files} left"
+    );
 }
 
 #[test]
@@ -267,10 +343,16 @@ fn the_whole_tree_gone_stops_sync_and_keeps_the_pod_files() {
     write(l, "a.txt", "1");
     write(l, "b.txt", "2");
     let st = seed(&env);
-    let run = Running::start(SyncEngine::new(env.rules(), env.opts()).with_known(st.sent), env.remote.clone());
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
     std::fs::remove_dir_all(l).unwrap();
     let err = run.wait_exit(20).unwrap_err();
-    assert!(err.to_string().contains("gone") || err.to_string().contains("safety stop"), "{err}");
+    assert!(
+        err.to_string().contains("gone") || err.to_string().contains("safety stop"),
+        "{err}"
+    );
     assert!(exists(&p.join("a.txt")) && exists(&p.join("b.txt")));
     std::fs::create_dir_all(l).unwrap(); // for TempDir's cleanup
 }
@@ -287,10 +369,15 @@ fn fallback_mode_syncs_with_sh_and_tar() {
     let st = initial_sync(&env.remote, &mode, &env.rules(), &env.root(), &mut |_| {}).unwrap();
     let mut opts = env.opts();
     opts.install = install;
-    let run = Running::start(SyncEngine::new(env.rules(), opts).with_known(st.sent), env.remote.clone());
+    let run = Running::start(
+        SyncEngine::new(env.rules(), opts).with_known(st.sent),
+        env.remote.clone(),
+    );
     assert!(run.last().unwrap().transport.starts_with("fallback"));
     write(l, "it's quoted/b $HOME.txt", "bee");
-    wait_until("fallback create", 10, || read(&p.join("it's quoted/b $HOME.txt")).as_deref() == Some("bee"));
+    wait_until("fallback create", 10, || {
+        read(&p.join("it's quoted/b $HOME.txt")).as_deref() == Some("bee")
+    });
     std::fs::remove_file(l.join("a.txt")).unwrap();
     wait_until("fallback delete", 10, || !exists(&p.join("a.txt")));
     run.finish().unwrap();
@@ -301,12 +388,18 @@ fn stop_is_prompt_and_reported() {
     let env = Env::new();
     write(env.local.path(), "a", "1");
     let st = seed(&env);
-    let run = Running::start(SyncEngine::new(env.rules(), env.opts()).with_known(st.sent), env.remote.clone());
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
     let statuses = run.statuses.clone();
     let t = std::time::Instant::now();
     run.finish().unwrap();
     assert!(t.elapsed() < std::time::Duration::from_secs(2));
-    assert_eq!(statuses.lock().unwrap().last().unwrap().state, SyncState::Stopped);
+    assert_eq!(
+        statuses.lock().unwrap().last().unwrap().state,
+        SyncState::Stopped
+    );
 }
 
 #[test]
@@ -322,8 +415,12 @@ fn once_resync_sends_offline_edits_and_keeps_pod_edits_aside() {
     write(l, "a.txt", "local edit");
     std::fs::remove_file(l.join("gone.txt")).unwrap();
     write(&p, "b.txt", "pod edit");
-    let f = std::fs::File::options().write(true).open(p.join("b.txt")).unwrap();
-    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60)).unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(p.join("b.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(60))
+        .unwrap();
     drop(f);
     write(l, "b.txt", "local b");
     let mut engine = SyncEngine::new(env.rules(), env.opts()).with_known(st.sent);
@@ -354,26 +451,60 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
         write(&p, "notes.md", "pod notes");
         std::os::unix::fs::symlink("/etc/passwd", p.join("out/link")).unwrap();
         write(l, "notes.md", "local newer notes");
-        let f = std::fs::File::options().write(true).open(l.join("notes.md")).unwrap();
-        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600)).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(l.join("notes.md"))
+            .unwrap();
+        f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+            .unwrap();
         drop(f);
         let mode = if fallback {
-            AgentMode::Fallback { reason: "test".into() }
+            AgentMode::Fallback {
+                reason: "test".into(),
+            }
         } else {
             ensure_agent(&env.remote, &env.install()).unwrap()
         };
-        let opts = PullOptions { root: env.root(), remote_path: String::new(), force: false };
+        let opts = PullOptions {
+            root: env.root(),
+            remote_path: String::new(),
+            force: false,
+        };
         let rep = pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
-        assert_eq!(read(&l.join("out/result.txt")).as_deref(), Some("from pod"), "{fallback}");
-        assert_eq!(read(&l.join("notes.md")).as_deref(), Some("local newer notes"));
-        assert!(rep.skipped.iter().any(|(p, why)| p == "notes.md" && why.contains("newer")), "{:?}", rep.skipped);
+        assert_eq!(
+            read(&l.join("out/result.txt")).as_deref(),
+            Some("from pod"),
+            "{fallback}"
+        );
+        assert_eq!(
+            read(&l.join("notes.md")).as_deref(),
+            Some("local newer notes")
+        );
+        assert!(
+            rep.skipped
+                .iter()
+                .any(|(p, why)| p == "notes.md" && why.contains("newer")),
+            "{:?}",
+            rep.skipped
+        );
         assert!(!exists(&l.join("out/run.log")));
-        assert_eq!(std::fs::read_link(l.join("out/link")).unwrap().to_str(), Some("/etc/passwd"));
+        assert_eq!(
+            std::fs::read_link(l.join("out/link")).unwrap().to_str(),
+            Some("/etc/passwd")
+        );
         // --force overwrites; a subpath pulls only that path.
-        let opts = PullOptions { root: env.root(), remote_path: "notes.md".into(), force: true };
+        let opts = PullOptions {
+            root: env.root(),
+            remote_path: "notes.md".into(),
+            force: true,
+        };
         pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
         assert_eq!(read(&l.join("notes.md")).as_deref(), Some("pod notes"));
-        let opts = PullOptions { root: env.root(), remote_path: "../etc".into(), force: true };
+        let opts = PullOptions {
+            root: env.root(),
+            remote_path: "../etc".into(),
+            force: true,
+        };
         assert!(pull(&env.remote, &mode, &env.rules(), l, &opts).is_err());
         let _ = &env.home;
     }

@@ -20,7 +20,11 @@ fn tree() -> TempDir {
         ".gitignore",
         "*.log\n!keep.log\n/build\ncache/\ntarget\n# comment\n",
     );
-    write(r, "src/.gitignore", "generated.rs\n!important.log\n/only-here.txt\n");
+    write(
+        r,
+        "src/.gitignore",
+        "generated.rs\n!important.log\n/only-here.txt\n",
+    );
     write(r, ".kodamaignore", "!target/\n*.bak\n");
     write(r, "a.log", "");
     write(r, "keep.log", "");
@@ -166,9 +170,15 @@ fn config_patterns_apply_and_kodamaignore_can_reinclude_them() {
     );
     // The pod gets the patterns that do not live in the tree.
     let args = r.agent_args();
-    assert!(args.windows(2).any(|w| w[0] == "--exclude" && w[1] == "*.csv"));
-    assert!(args.windows(2).any(|w| w[0] == "--exclude" && w[1] == "secret-local.txt"));
-    assert!(args.windows(2).any(|w| w[0] == "--exclude" && w[1] == "*.tmp"));
+    assert!(args
+        .windows(2)
+        .any(|w| w[0] == "--exclude" && w[1] == "*.csv"));
+    assert!(args
+        .windows(2)
+        .any(|w| w[0] == "--exclude" && w[1] == "secret-local.txt"));
+    assert!(args
+        .windows(2)
+        .any(|w| w[0] == "--exclude" && w[1] == "*.tmp"));
 }
 
 #[test]

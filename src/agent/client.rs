@@ -123,7 +123,9 @@ impl AgentClient {
         let agent_version = match hrx.recv_timeout(timeout) {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => return Err(dead(e).context("agent handshake")),
-            Err(_) => return Err(dead("no hello from the agent within 30s").context("agent handshake")),
+            Err(_) => {
+                return Err(dead("no hello from the agent within 30s").context("agent handshake"))
+            }
         };
         Ok(AgentClient {
             w,
@@ -171,7 +173,11 @@ impl AgentClient {
     /// Apply `changes` in order, reading file contents from `local_root`. Everything is streamed, then
     /// one reply per change is collected. A transport error fails the whole call (nothing after the
     /// last acknowledged change can be assumed applied).
-    pub fn apply(&mut self, local_root: &Path, changes: &[Change]) -> Result<(Vec<Outcome>, ApplyStats)> {
+    pub fn apply(
+        &mut self,
+        local_root: &Path,
+        changes: &[Change],
+    ) -> Result<(Vec<Outcome>, ApplyStats)> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; changes.len()];
         let mut expect: Vec<usize> = Vec::with_capacity(changes.len());
         let mut sent_entries: Vec<Option<Entry>> = vec![None; changes.len()];
@@ -179,10 +185,12 @@ impl AgentClient {
         let mut buf = vec![0u8; protocol::CHUNK];
         for (i, c) in changes.iter().enumerate() {
             // Never send (or read locally) a path that could leave either root.
-            let bad = crate::sync::safefs::check_rel(c.path()).err().or_else(|| match c {
-                Change::Rename { from, .. } => crate::sync::safefs::check_rel(from).err(),
-                _ => None,
-            });
+            let bad = crate::sync::safefs::check_rel(c.path())
+                .err()
+                .or_else(|| match c {
+                    Change::Rename { from, .. } => crate::sync::safefs::check_rel(from).err(),
+                    _ => None,
+                });
             if let Some(e) = bad {
                 stats.failed += 1;
                 outcomes[i] = Some(Outcome::Failed(e.to_string()));
@@ -285,7 +293,12 @@ impl AgentClient {
     }
 
     /// The pod's tree at `path` ("" = all), pruned by the pod-side rules given.
-    pub fn list(&mut self, path: &str, use_gitignore: bool, excludes: Vec<String>) -> Result<Snapshot> {
+    pub fn list(
+        &mut self,
+        path: &str,
+        use_gitignore: bool,
+        excludes: Vec<String>,
+    ) -> Result<Snapshot> {
         self.send(&Msg::List {
             path: path.to_string(),
             use_gitignore,
@@ -313,7 +326,9 @@ impl AgentClient {
         self.flush()?;
         match self.recv()? {
             Msg::HashReply { size, hash } => Ok((size, hash)),
-            Msg::Err { message, .. } => Err(Error::msg(format!("hashing {path:?} in the pod: {message}"))),
+            Msg::Err { message, .. } => Err(Error::msg(format!(
+                "hashing {path:?} in the pod: {message}"
+            ))),
             other => Err(dead(format!("unexpected reply {other:?}"))),
         }
     }

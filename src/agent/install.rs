@@ -79,9 +79,15 @@ pub fn parse_elf(bytes: &[u8]) -> Option<ElfInfo> {
     if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
         return None;
     }
-    let u16at = |o: usize| -> Option<u16> { Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?)) };
-    let u32at = |o: usize| -> Option<u32> { Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?)) };
-    let u64at = |o: usize| -> Option<u64> { Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?)) };
+    let u16at = |o: usize| -> Option<u16> {
+        Some(u16::from_le_bytes(bytes.get(o..o + 2)?.try_into().ok()?))
+    };
+    let u32at = |o: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
+    };
+    let u64at = |o: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(o..o + 8)?.try_into().ok()?))
+    };
     let machine = u16at(18)?;
     let phoff = u64at(32)? as usize;
     let phentsize = u16at(54)? as usize;
@@ -112,9 +118,16 @@ fn elf_machine_for_target() -> u16 {
 }
 
 /// Can `binary` be copied into a Linux pod whose `uname -m` is `uname_m`? `Err(reason)` if not.
-pub fn local_binary_fits(binary: &Path, uname_m: &str, allow_dynamic: bool) -> std::result::Result<(), String> {
+pub fn local_binary_fits(
+    binary: &Path,
+    uname_m: &str,
+    allow_dynamic: bool,
+) -> std::result::Result<(), String> {
     if !cfg!(target_os = "linux") {
-        return Err(format!("this kubectl-kodama is built for {}, the pod runs Linux", std::env::consts::OS));
+        return Err(format!(
+            "this kubectl-kodama is built for {}, the pod runs Linux",
+            std::env::consts::OS
+        ));
     }
     if !uname_matches_target(uname_m) {
         return Err(format!(
@@ -130,7 +143,8 @@ pub fn local_binary_fits(binary: &Path, uname_m: &str, allow_dynamic: bool) -> s
             f.read(&mut head)
         })
         .map_err(|e| format!("cannot read {}: {e}", binary.display()))?;
-    let info = parse_elf(&head[..n]).ok_or_else(|| format!("{} is not a 64-bit ELF executable", binary.display()))?;
+    let info = parse_elf(&head[..n])
+        .ok_or_else(|| format!("{} is not a 64-bit ELF executable", binary.display()))?;
     if info.machine != elf_machine_for_target() {
         return Err("the local binary's ELF machine does not match its target".into());
     }
@@ -141,7 +155,12 @@ pub fn local_binary_fits(binary: &Path, uname_m: &str, allow_dynamic: bool) -> s
 }
 
 fn sh(script: &str, args: &[&str]) -> Vec<String> {
-    let mut v = vec!["sh".to_string(), "-c".to_string(), script.to_string(), "sh".to_string()];
+    let mut v = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        "sh".to_string(),
+    ];
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
@@ -176,7 +195,11 @@ pub fn ensure_agent(remote: &dyn Remote, opts: &InstallOptions) -> Result<AgentM
     let mut lines = out.lines();
     let uname = lines.next().unwrap_or("").to_string();
     let home = lines.next().unwrap_or("").trim().to_string();
-    let home = if home.is_empty() { "/tmp".to_string() } else { home };
+    let home = if home.is_empty() {
+        "/tmp".to_string()
+    } else {
+        home
+    };
     let path = expand_home(&opts.path, &home);
     let want = super::server::version_line();
     // Reuse an installed copy of this exact version.
@@ -253,8 +276,20 @@ mod tests {
 
     #[test]
     fn elf_static_detection() {
-        assert_eq!(parse_elf(&elf(62, false)), Some(ElfInfo { machine: 62, is_static: true }));
-        assert_eq!(parse_elf(&elf(183, true)), Some(ElfInfo { machine: 183, is_static: false }));
+        assert_eq!(
+            parse_elf(&elf(62, false)),
+            Some(ElfInfo {
+                machine: 62,
+                is_static: true
+            })
+        );
+        assert_eq!(
+            parse_elf(&elf(183, true)),
+            Some(ElfInfo {
+                machine: 183,
+                is_static: false
+            })
+        );
         assert_eq!(parse_elf(b"#!/bin/sh\n"), None);
         let mut truncated = elf(62, false);
         truncated.truncate(100);
@@ -270,7 +305,10 @@ mod tests {
             assert!(uname_matches_target("x86_64\n"));
             assert!(!uname_matches_target("aarch64"));
         }
-        assert_eq!(expand_home("$HOME/.kodama/bin/k", "/home/u/"), "/home/u/.kodama/bin/k");
+        assert_eq!(
+            expand_home("$HOME/.kodama/bin/k", "/home/u/"),
+            "/home/u/.kodama/bin/k"
+        );
         assert_eq!(expand_home("~/x", "/root"), "/root/x");
         assert_eq!(expand_home("/opt/k", "/root"), "/opt/k");
     }

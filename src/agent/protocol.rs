@@ -28,24 +28,58 @@ pub const CHUNK: usize = 256 * 1024;
 /// One protocol message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    Hello { protocol: u32, software: String },
+    Hello {
+        protocol: u32,
+        software: String,
+    },
     Ping(u64),
     Pong(u64),
-    Mkdir { path: String },
-    Symlink { path: String, target: String },
-    Chmod { path: String, exec: bool },
-    Delete { path: String },
-    Rename { from: String, to: String },
-    FileBegin { path: String, size: u64, exec: bool, mtime: i64, mtime_nsec: u32 },
+    Mkdir {
+        path: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    Chmod {
+        path: String,
+        exec: bool,
+    },
+    Delete {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    FileBegin {
+        path: String,
+        size: u64,
+        exec: bool,
+        mtime: i64,
+        mtime_nsec: u32,
+    },
     FileChunk(Vec<u8>),
     FileEnd,
-    List { path: String, use_gitignore: bool, excludes: Vec<String> },
+    List {
+        path: String,
+        use_gitignore: bool,
+        excludes: Vec<String>,
+    },
     ListChunk(Vec<(String, Entry)>),
     ListEnd,
-    Hash { path: String },
-    HashReply { size: u64, hash: u64 },
+    Hash {
+        path: String,
+    },
+    HashReply {
+        size: u64,
+        hash: u64,
+    },
     Ok,
-    Err { path: String, message: String },
+    Err {
+        path: String,
+        message: String,
+    },
 }
 
 mod tag {
@@ -96,7 +130,10 @@ impl Enc {
 struct Dec<'a>(&'a [u8]);
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("agent protocol: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("agent protocol: {what}"),
+    )
 }
 
 impl<'a> Dec<'a> {
@@ -112,13 +149,19 @@ impl<'a> Dec<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> io::Result<u32> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> io::Result<u64> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn i64(&mut self) -> io::Result<i64> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> io::Result<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -355,7 +398,12 @@ pub fn read_msg(r: &mut dyn Read) -> io::Result<Option<Msg>> {
     while got < 4 {
         match r.read(&mut len[got..]) {
             Ok(0) if got == 0 => return Ok(None),
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "agent protocol: stream ended inside a frame")),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "agent protocol: stream ended inside a frame",
+                ))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -437,25 +485,52 @@ mod tests {
             target: Some("../ü".into()),
         };
         let msgs = vec![
-            Msg::Hello { protocol: 1, software: "0.1.0".into() },
+            Msg::Hello {
+                protocol: 1,
+                software: "0.1.0".into(),
+            },
             Msg::Ping(u64::MAX),
             Msg::Pong(3),
-            Msg::Mkdir { path: "a/日本".into() },
-            Msg::Symlink { path: "l".into(), target: "/etc".into() },
-            Msg::Chmod { path: "x".into(), exec: true },
+            Msg::Mkdir {
+                path: "a/日本".into(),
+            },
+            Msg::Symlink {
+                path: "l".into(),
+                target: "/etc".into(),
+            },
+            Msg::Chmod {
+                path: "x".into(),
+                exec: true,
+            },
             Msg::Delete { path: "d".into() },
-            Msg::Rename { from: "a".into(), to: "b".into() },
-            Msg::FileBegin { path: "f".into(), size: 1 << 40, exec: true, mtime: 1_700_000_000, mtime_nsec: 999 },
+            Msg::Rename {
+                from: "a".into(),
+                to: "b".into(),
+            },
+            Msg::FileBegin {
+                path: "f".into(),
+                size: 1 << 40,
+                exec: true,
+                mtime: 1_700_000_000,
+                mtime_nsec: 999,
+            },
             Msg::FileChunk(vec![0, 1, 2, 255]),
             Msg::FileChunk(vec![]),
             Msg::FileEnd,
-            Msg::List { path: "".into(), use_gitignore: false, excludes: vec!["*.o".into()] },
+            Msg::List {
+                path: "".into(),
+                use_gitignore: false,
+                excludes: vec!["*.o".into()],
+            },
             Msg::ListChunk(vec![("l".into(), e), ("d".into(), Entry::dir())]),
             Msg::ListEnd,
             Msg::Hash { path: "f".into() },
             Msg::HashReply { size: 3, hash: 42 },
             Msg::Ok,
-            Msg::Err { path: "p".into(), message: "no".into() },
+            Msg::Err {
+                path: "p".into(),
+                message: "no".into(),
+            },
         ];
         let mut buf = Vec::new();
         for m in &msgs {
@@ -492,7 +567,14 @@ mod tests {
         bad_magic[0] = b'X';
         assert!(read_hello(&mut &bad_magic[..]).is_err());
         let mut other = MAGIC.to_vec();
-        write_msg(&mut other, &Msg::Hello { protocol: 99, software: "9".into() }).unwrap();
+        write_msg(
+            &mut other,
+            &Msg::Hello {
+                protocol: 99,
+                software: "9".into(),
+            },
+        )
+        .unwrap();
         let e = read_hello(&mut &other[..]).unwrap_err();
         assert!(e.to_string().contains("does not match"), "{e}");
     }

@@ -73,7 +73,12 @@ pub fn parse_args(args: Vec<OsString>) -> Result<AgentArgs> {
                     .into_string()
                     .map_err(|_| usage("bad agent command".into()))?
             }
-            other => return Err(usage(format!("unexpected agent argument {:?}", other.unexpected()))),
+            other => {
+                return Err(usage(format!(
+                    "unexpected agent argument {:?}",
+                    other.unexpected()
+                )))
+            }
         }
     }
     if a.command.is_empty() || a.command == "agent" {
@@ -182,7 +187,10 @@ enum Incoming {
         mtime_nsec: u32,
     },
     /// FileBegin failed: swallow chunks, answer the error at FileEnd.
-    Failed { path: String, message: String },
+    Failed {
+        path: String,
+        message: String,
+    },
 }
 
 /// Serve the protocol for `root` over the given streams until the client closes its side.

@@ -156,11 +156,14 @@ pub fn write_tar<W: Write>(
     Ok(stats)
 }
 
+/// Decides whether to skip an entry: (path relative to the root, is-directory) → skip?
+pub type SkipFn<'a> = &'a dyn Fn(&str, bool) -> bool;
+
 /// How to extract.
 #[derive(Default)]
 pub struct ExtractOptions<'a> {
     /// Return true to skip an entry (path relative to the root, is-directory), e.g. ignored paths.
-    pub skip: Option<&'a dyn Fn(&str, bool) -> bool>,
+    pub skip: Option<SkipFn<'a>>,
     /// Keep a local file whose mtime is newer than the entry's (pull without --force).
     pub keep_newer: bool,
     /// Set file mtimes from the archive.
@@ -221,9 +224,7 @@ pub fn extract<R: Read>(input: R, root: &Path, opts: &ExtractOptions) -> Result<
         let mtime = ent.header().mtime().unwrap_or(0) as i64;
         let mode = ent.header().mode().unwrap_or(0o644);
         let result: Result<()> = match etype {
-            tar::EntryType::Directory => {
-                safefs::make_dir(&root, &rel).map(|_| rep.stats.dirs += 1)
-            }
+            tar::EntryType::Directory => safefs::make_dir(&root, &rel).map(|_| rep.stats.dirs += 1),
             tar::EntryType::Symlink => match ent.link_name_bytes() {
                 Some(t) => match String::from_utf8(t.into_owned()) {
                     Ok(t) => safefs::make_symlink(&root, &rel, &t).map(|_| rep.stats.symlinks += 1),

@@ -85,7 +85,11 @@ pub fn initial_sync(
     let scanned = scan::scan(rules, "")?;
     let snap = scanned.snapshot;
     let files_total = snap.len() as u64;
-    let bytes_total: u64 = snap.values().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+    let bytes_total: u64 = snap
+        .values()
+        .filter(|e| e.kind == Kind::File)
+        .map(|e| e.size)
+        .sum();
     let argv = match mode {
         AgentMode::Agent { path } => install::agent_argv(path, "extract", root, &[]),
         AgentMode::Fallback { .. } => fallback_extract_argv(root),
@@ -131,7 +135,9 @@ fn stream_tar(
     progress: &mut dyn FnMut(&ArchiveStats),
 ) -> Result<(i32, String, ArchiveStats)> {
     let mut p = remote.exec(argv)?;
-    let stdin = p.take_stdin().ok_or_else(|| Error::msg("remote tar has no stdin"))?;
+    let stdin = p
+        .take_stdin()
+        .ok_or_else(|| Error::msg("remote tar has no stdin"))?;
     let out = p.take_stdout();
     let err = p.take_stderr();
     let drain_out = std::thread::spawn(move || {
@@ -272,7 +278,8 @@ impl SyncOptions {
 enum WatchMsg {
     Paths(Vec<PathBuf>),
     Rename(PathBuf, PathBuf),
-    Rescan(String),
+    /// The watcher lost track (queue overflow, error): everything is re-read.
+    Rescan,
 }
 
 /// How a connected session ended.
@@ -350,9 +357,11 @@ impl SyncEngine {
                         return;
                     }
                     if ev.need_rescan() {
-                        WatchMsg::Rescan("the watcher asked for a rescan".into())
+                        WatchMsg::Rescan
                     } else if let (
-                        EventKind::Modify(notify::event::ModifyKind::Name(notify::event::RenameMode::Both)),
+                        EventKind::Modify(notify::event::ModifyKind::Name(
+                            notify::event::RenameMode::Both,
+                        )),
                         [a, b],
                     ) = (&ev.kind, ev.paths.as_slice())
                     {
@@ -361,7 +370,7 @@ impl SyncEngine {
                         WatchMsg::Paths(ev.paths)
                     }
                 }
-                Err(e) => WatchMsg::Rescan(format!("watcher error: {e}")),
+                Err(_) => WatchMsg::Rescan,
             };
             let _ = tx.send(msg);
         })
@@ -453,14 +462,21 @@ impl SyncEngine {
             if self.watched.contains(&d) {
                 continue;
             }
-            let abs = if d.is_empty() { root.clone() } else { root.join(&d) };
+            let abs = if d.is_empty() {
+                root.clone()
+            } else {
+                root.join(&d)
+            };
             match w.watch(&abs, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     self.watched.insert(d);
                 }
                 Err(e) => {
                     let text = e.to_string();
-                    if text.contains("No space left") || text.contains("max_user_watches") || text.contains("limit") {
+                    if text.contains("No space left")
+                        || text.contains("max_user_watches")
+                        || text.contains("limit")
+                    {
                         return Err(Error::with_hint(
                             format!("watching {}: {text}", abs.display()),
                             "raise fs.inotify.max_user_watches (sysctl) or add large directories to .kodamaignore",
@@ -484,7 +500,11 @@ impl SyncEngine {
         let local = self.local_full()?;
         let remote = match conn {
             Conn::Agent(c) => {
-                let listed = c.list("", self.rules.options().use_gitignore, self.rules.pod_patterns())?;
+                let listed = c.list(
+                    "",
+                    self.rules.options().use_gitignore,
+                    self.rules.pod_patterns(),
+                )?;
                 listed
                     .into_iter()
                     .filter(|(p, e)| !self.rules.is_ignored(p, e.kind == Kind::Dir))
@@ -626,7 +646,11 @@ impl SyncEngine {
             idle_since = Instant::now();
             match res {
                 Ok(()) => {
-                    let reason = self.status.reason.take().filter(|r| r.starts_with("the pod refused"));
+                    let reason = self
+                        .status
+                        .reason
+                        .take()
+                        .filter(|r| r.starts_with("the pod refused"));
                     self.set(status, SyncState::Active, None);
                     if reason.is_some() {
                         self.status.reason = reason;
@@ -639,7 +663,11 @@ impl SyncEngine {
         }
     }
 
-    fn rescan_classified(&mut self, remote: &dyn Remote, conn: &mut Conn) -> std::result::Result<(), End> {
+    fn rescan_classified(
+        &mut self,
+        remote: &dyn Remote,
+        conn: &mut Conn,
+    ) -> std::result::Result<(), End> {
         self.rescan(remote, conn).map(|_| ()).map_err(classify)
     }
 
@@ -651,6 +679,7 @@ impl SyncEngine {
         watcher: &mut notify::RecommendedWatcher,
     ) -> std::result::Result<(), End> {
         let mut dirty: BTreeSet<String> = BTreeSet::new();
+        let mut event_paths: BTreeSet<String> = BTreeSet::new();
         let mut renames: Vec<(String, String)> = Vec::new();
         let mut rescan = false;
         for m in batch {
@@ -659,6 +688,7 @@ impl SyncEngine {
                     for p in ps {
                         match self.rel_of(&p) {
                             Some(r) => {
+                                event_paths.insert(r.clone());
                                 dirty.insert(r);
                             }
                             None => rescan = true,
@@ -673,7 +703,7 @@ impl SyncEngine {
                     }
                     _ => rescan = true,
                 },
-                WatchMsg::Rescan(_) => rescan = true,
+                WatchMsg::Rescan => rescan = true,
             }
         }
         if !self.rules.root().is_dir() {
@@ -694,7 +724,11 @@ impl SyncEngine {
             let dirs: Vec<String> = dirty
                 .iter()
                 .filter(|p| IgnoreRules::is_rules_file(p.rsplit('/').next().unwrap_or(p)))
-                .map(|p| p.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default())
+                .map(|p| {
+                    p.rsplit_once('/')
+                        .map(|(d, _)| d.to_string())
+                        .unwrap_or_default()
+                })
                 .collect();
             dirty.extend(dirs);
         }
@@ -720,7 +754,9 @@ impl SyncEngine {
             }
         }
         if !rename_changes.is_empty() {
-            let (outcomes, _) = self.apply(remote, conn, &rename_changes).map_err(classify)?;
+            let (outcomes, _) = self
+                .apply(remote, conn, &rename_changes)
+                .map_err(classify)?;
             let known = self.known.get_or_insert_with(Snapshot::new);
             for (c, o) in rename_changes.iter().zip(&outcomes) {
                 apply_to_known(known, c, o);
@@ -763,7 +799,26 @@ impl SyncEngine {
                 anc = parent;
             }
         }
-        let changes = plan::plan(&local, &base, Some(&base));
+        let mut changes = plan::plan(&local, &base, Some(&base));
+        // The watcher said these files changed: file times are only as fine as the kernel's tick, so
+        // a same-size edit within one tick looks unchanged. Send them anyway.
+        for p in &event_paths {
+            if let (Some(l), Some(b)) = (local.get(p), base.get(p)) {
+                if l.kind == Kind::File && l.same(b) && !changes.iter().any(|c| c.path() == p) {
+                    let at = changes
+                        .iter()
+                        .position(|c| matches!(c, Change::Delete { .. }))
+                        .unwrap_or(changes.len());
+                    changes.insert(
+                        at,
+                        Change::Write {
+                            path: p.clone(),
+                            entry: l.clone(),
+                        },
+                    );
+                }
+            }
+        }
         if changes.is_empty() {
             return Ok(());
         }
@@ -774,12 +829,20 @@ impl SyncEngine {
             .count();
         let total = scan::count_files(&known);
         let local_files = (total + creates).saturating_sub(deletes);
-        self.guard(&changes, total, local_files).map_err(End::Fatal)?;
+        self.guard(&changes, total, local_files)
+            .map_err(End::Fatal)?;
         let (outcomes, _) = self.apply(remote, conn, &changes).map_err(classify)?;
         let known = self.known.get_or_insert_with(Snapshot::new);
         for (c, o) in changes.iter().zip(&outcomes) {
             apply_to_known(known, c, o);
-            if let (Change::Delete { path, kind: Kind::Dir }, Outcome::Done(_)) = (c, o) {
+            if let (
+                Change::Delete {
+                    path,
+                    kind: Kind::Dir,
+                },
+                Outcome::Done(_),
+            ) = (c, o)
+            {
                 self.watched.remove(path);
             }
         }
@@ -790,7 +853,9 @@ impl SyncEngine {
 fn classify(e: Error) -> End {
     match e.root() {
         Error::Transport { .. } | Error::Io { .. } => End::Lost(e),
-        _ if e.to_string().contains("mass deletion guard") || e.to_string().contains("sync directory") => {
+        _ if e.to_string().contains("mass deletion guard")
+            || e.to_string().contains("sync directory") =>
+        {
             End::Fatal(e)
         }
         _ => End::Lost(e),
@@ -860,9 +925,16 @@ fn fallback_apply(
     for c in changes {
         let seen_write = !tar_snap.is_empty();
         let list = if seen_write { &mut post } else { &mut pre };
-        for p in [Some(c.path()), if let Change::Rename { from, .. } = c { Some(from.as_str()) } else { None }]
-            .into_iter()
-            .flatten()
+        for p in [
+            Some(c.path()),
+            if let Change::Rename { from, .. } = c {
+                Some(from.as_str())
+            } else {
+                None
+            },
+        ]
+        .into_iter()
+        .flatten()
         {
             crate::sync::safefs::check_rel(p)?;
         }
@@ -918,7 +990,13 @@ fn fallback_apply(
         script.push_str(l);
         script.push('\n');
     }
-    let argv = vec!["sh".into(), "-c".into(), script, "sh".into(), root.to_string()];
+    let argv = vec![
+        "sh".into(),
+        "-c".into(),
+        script,
+        "sh".into(),
+        root.to_string(),
+    ];
     let (code, stderr, _) = stream_tar(remote, &argv, local_root, &tar_snap, &mut |_| {})?;
     stats.changes = changes.len() as u64;
     if code != 0 {

@@ -23,14 +23,31 @@ use std::collections::{BTreeSet, HashMap};
 /// One change to apply in the pod. Paths are relative to the pod's sync root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Mkdir { path: String },
+    Mkdir {
+        path: String,
+    },
     /// Send the local file's content (read at apply time) with this metadata.
-    Write { path: String, entry: Entry },
-    Chmod { path: String, exec: bool },
-    Symlink { path: String, target: String },
+    Write {
+        path: String,
+        entry: Entry,
+    },
+    Chmod {
+        path: String,
+        exec: bool,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
     /// Remove a file or symlink, or an empty directory.
-    Delete { path: String, kind: Kind },
-    Rename { from: String, to: String },
+    Delete {
+        path: String,
+        kind: Kind,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
 }
 
 impl Change {
@@ -359,7 +376,13 @@ mod tests {
         );
         // Without the pod's own file the directory goes too, after its children.
         let p = plan(&local, &known, Some(&known));
-        assert_eq!(p.last(), Some(&Change::Delete { path: "d".into(), kind: Kind::Dir }));
+        assert_eq!(
+            p.last(),
+            Some(&Change::Delete {
+                path: "d".into(),
+                kind: Kind::Dir
+            })
+        );
         // Without an agreed state nothing is deleted.
         assert!(plan(&local, &known, None).is_empty());
     }

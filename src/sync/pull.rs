@@ -58,7 +58,11 @@ pub fn pull(
             "cd -- \"$1\" && exec tar -c -f - --exclude=.git -- \"$2\"".into(),
             "sh".into(),
             opts.root.clone(),
-            if sub.is_empty() { ".".into() } else { sub.clone() },
+            if sub.is_empty() {
+                ".".into()
+            } else {
+                sub.clone()
+            },
         ],
     };
     let mut p = remote.exec(&argv)?;

@@ -28,11 +28,7 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Check a relative path and split it into components. Leading `./` is accepted and dropped.
 pub fn check_rel(rel: &str) -> Result<Vec<&str>> {
-    let bad = |why: &str| {
-        Err(Error::msg(format!(
-            "refusing unsafe path {rel:?}: {why}"
-        )))
-    };
+    let bad = |why: &str| Err(Error::msg(format!("refusing unsafe path {rel:?}: {why}")));
     if rel.starts_with('/') {
         return bad("absolute paths are not allowed");
     }
@@ -60,9 +56,8 @@ pub fn check_rel(rel: &str) -> Result<Vec<&str>> {
 
 /// The root, made absolute and resolved once (the root itself may be a symlink, e.g. /workspace).
 pub fn open_root(root: &Path) -> Result<PathBuf> {
-    let r = fs::canonicalize(root).map_err(|e| {
-        Error::io(root, e).context("opening the destination root")
-    })?;
+    let r = fs::canonicalize(root)
+        .map_err(|e| Error::io(root, e).context("opening the destination root"))?;
     if !r.is_dir() {
         return Err(Error::msg(format!("{} is not a directory", r.display())));
     }
@@ -74,7 +69,9 @@ pub fn open_root(root: &Path) -> Result<PathBuf> {
 pub fn prepare_parent(root: &Path, rel: &str, create: bool) -> Result<PathBuf> {
     let comps = check_rel(rel)?;
     let mut cur = root.to_path_buf();
-    let (last, parents) = comps.split_last().expect("check_rel returns at least one component");
+    let (last, parents) = comps
+        .split_last()
+        .expect("check_rel returns at least one component");
     for (i, c) in parents.iter().enumerate() {
         cur.push(c);
         match fs::symlink_metadata(&cur) {
@@ -296,7 +293,9 @@ pub fn set_exec(root: &Path, rel: &str, exec: bool) -> Result<()> {
     let p = prepare_parent(root, rel, false)?;
     let m = fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
     if m.file_type().is_symlink() {
-        return Err(Error::msg(format!("refusing to chmod through symlink {rel:?}")));
+        return Err(Error::msg(format!(
+            "refusing to chmod through symlink {rel:?}"
+        )));
     }
     if m.is_dir() {
         return Ok(());
@@ -373,7 +372,17 @@ mod tests {
         for (p, want) in ok {
             assert_eq!(check_rel(p).expect(p), want, "{p}");
         }
-        for p in ["", "/", "/etc/passwd", "..", "a/../b", "a/..", "./", "a\0b", "."] {
+        for p in [
+            "",
+            "/",
+            "/etc/passwd",
+            "..",
+            "a/../b",
+            "a/..",
+            "./",
+            "a\0b",
+            ".",
+        ] {
             assert!(check_rel(p).is_err(), "{p:?} must be refused");
         }
     }

@@ -72,8 +72,8 @@ impl Entry {
     }
 
     /// True when syncing would not change anything: same kind, and for files the same size, mtime
-    /// (whole seconds: tar keeps no more) and exec bit, for symlinks the same target. Directories are
-    /// equal by kind alone.
+    /// and exec bit, for symlinks the same target. Directories are equal by kind alone. Mtimes compare
+    /// to the nanosecond when both sides have nanoseconds, else to the second (tar keeps no more).
     pub fn same(&self, other: &Entry) -> bool {
         if self.kind != other.kind {
             return false;
@@ -82,7 +82,7 @@ impl Entry {
             Kind::Dir => true,
             Kind::Symlink => self.target == other.target,
             Kind::File => {
-                self.size == other.size && self.mtime == other.mtime && self.exec == other.exec
+                self.size == other.size && self.same_mtime(other) && self.exec == other.exec
             }
         }
     }
@@ -92,7 +92,14 @@ impl Entry {
         self.kind == Kind::File
             && other.kind == Kind::File
             && self.size == other.size
-            && self.mtime == other.mtime
+            && self.same_mtime(other)
+    }
+
+    fn same_mtime(&self, other: &Entry) -> bool {
+        self.mtime == other.mtime
+            && (self.mtime_nsec == 0
+                || other.mtime_nsec == 0
+                || self.mtime_nsec == other.mtime_nsec)
     }
 }
 
@@ -159,9 +166,8 @@ pub fn entry_from_metadata(path: &Path, md: &std::fs::Metadata) -> std::io::Resu
 /// not entered. The root itself must exist.
 pub fn scan(rules: &IgnoreRules, sub: &str) -> Result<ScanResult> {
     let root = rules.root();
-    let md = std::fs::metadata(root).map_err(|e| {
-        Error::io(root, e).context("reading the sync directory")
-    })?;
+    let md = std::fs::metadata(root)
+        .map_err(|e| Error::io(root, e).context("reading the sync directory"))?;
     if !md.is_dir() {
         return Err(Error::msg(format!(
             "sync directory {} is not a directory",
@@ -258,7 +264,10 @@ fn display_rel(rel: &str) -> &str {
 }
 
 /// The entries of `snap` at `prefix` or below it.
-pub fn subtree<'a>(snap: &'a Snapshot, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
+pub fn subtree<'a>(
+    snap: &'a Snapshot,
+    prefix: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a Entry)> + 'a {
     // Everything at or under "a" sorts in ["a", "a0"): '0' is the byte after '/'. Siblings such as
     // "a-b" also fall in that range, hence the filter.
     let range: Box<dyn Iterator<Item = (&'a String, &'a Entry)> + 'a> = if prefix.is_empty() {

@@ -102,7 +102,11 @@ impl RemoteProcess for ThreadProc {
     }
     fn wait(mut self: Box<Self>) -> kodama::Result<i32> {
         drop(self.stdin.take());
-        Ok(self.handle.take().map(|h| h.join().unwrap_or(101)).unwrap_or(0))
+        Ok(self
+            .handle
+            .take()
+            .map(|h| h.join().unwrap_or(101))
+            .unwrap_or(0))
     }
 }
 
@@ -116,7 +120,10 @@ impl Write for Cutter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.left == 0 {
             let _ = self.inner.shutdown(std::net::Shutdown::Both);
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "injected drop"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected drop",
+            ));
         }
         let n = buf.len().min(self.left);
         let n = self.inner.write(&buf[..n])?;
@@ -131,7 +138,9 @@ impl Write for Cutter {
 impl Remote for ThreadRemote {
     fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn RemoteProcess>> {
         // Like a real exec: the agent runs only when its binary is really there.
-        if argv.get(1).map(String::as_str) != Some("agent") || !std::path::Path::new(&argv[0]).is_file() {
+        if argv.get(1).map(String::as_str) != Some("agent")
+            || !std::path::Path::new(&argv[0]).is_file()
+        {
             return self.local.exec(argv);
         }
         let args: Vec<std::ffi::OsString> = argv[1..].iter().map(Into::into).collect();
