@@ -469,6 +469,7 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
             root: env.root(),
             remote_path: String::new(),
             force: false,
+            apply_ignore: true,
         };
         let rep = pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
         assert_eq!(
@@ -497,6 +498,7 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
             root: env.root(),
             remote_path: "notes.md".into(),
             force: true,
+            apply_ignore: true,
         };
         pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
         assert_eq!(read(&l.join("notes.md")).as_deref(), Some("pod notes"));
@@ -504,8 +506,20 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
             root: env.root(),
             remote_path: "../etc".into(),
             force: true,
+            apply_ignore: true,
         };
         assert!(pull(&env.remote, &mode, &env.rules(), l, &opts).is_err());
+        // Asking for ignored output explicitly (apply_ignore off) brings it, .git never.
+        write(&p, ".git/HEAD", "ref");
+        let opts = PullOptions {
+            root: env.root(),
+            remote_path: String::new(),
+            force: false,
+            apply_ignore: false,
+        };
+        pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
+        assert_eq!(read(&l.join("out/run.log")).as_deref(), Some("ignored"), "{fallback}");
+        assert!(!exists(&l.join(".git")));
         let _ = &env.home;
     }
 }

@@ -60,6 +60,7 @@ fn rules(root: &std::path::Path, use_gitignore: bool, patterns: &[&str]) -> Igno
             use_gitignore,
             exclude_patterns: patterns.iter().map(|s| s.to_string()).collect(),
             excludes_file: Some(global),
+            use_kodamaignore: true,
         },
     )
     .unwrap()

@@ -166,7 +166,7 @@ impl AgentClient {
         self.flush()?;
         match self.recv()? {
             Msg::Pong(m) if m == n => Ok(t.elapsed()),
-            other => Err(dead(format!("expected pong {n}, got {other:?}"))),
+            other => Err(dead(format!("expected pong {n}, got {}", other.name()))),
         }
     }
 
@@ -278,7 +278,7 @@ impl AgentClient {
                         format!("{path}: {message}")
                     })
                 }
-                other => return Err(dead(format!("unexpected reply {other:?}"))),
+                other => return Err(dead(format!("unexpected reply {}", other.name()))),
             };
             outcomes[i] = Some(o);
             stats.changes += 1;
@@ -313,7 +313,7 @@ impl AgentClient {
                 Msg::Err { message, .. } => {
                     return Err(Error::msg(format!("listing the pod's files: {message}")))
                 }
-                other => return Err(dead(format!("unexpected reply {other:?}"))),
+                other => return Err(dead(format!("unexpected reply {}", other.name()))),
             }
         }
     }
@@ -329,7 +329,7 @@ impl AgentClient {
             Msg::Err { message, .. } => Err(Error::msg(format!(
                 "hashing {path:?} in the pod: {message}"
             ))),
-            other => Err(dead(format!("unexpected reply {other:?}"))),
+            other => Err(dead(format!("unexpected reply {}", other.name()))),
         }
     }
 

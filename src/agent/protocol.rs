@@ -82,6 +82,32 @@ pub enum Msg {
     },
 }
 
+impl Msg {
+    /// A short name for error messages (never the payload, which may be file data).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Hello { .. } => "hello",
+            Msg::Ping(_) => "ping",
+            Msg::Pong(_) => "pong",
+            Msg::Mkdir { .. } => "mkdir",
+            Msg::Symlink { .. } => "symlink",
+            Msg::Chmod { .. } => "chmod",
+            Msg::Delete { .. } => "delete",
+            Msg::Rename { .. } => "rename",
+            Msg::FileBegin { .. } => "file-begin",
+            Msg::FileChunk(_) => "file-chunk",
+            Msg::FileEnd => "file-end",
+            Msg::List { .. } => "list",
+            Msg::ListChunk(_) => "list-chunk",
+            Msg::ListEnd => "list-end",
+            Msg::Hash { .. } => "hash",
+            Msg::HashReply { .. } => "hash-reply",
+            Msg::Ok => "ok",
+            Msg::Err { .. } => "error",
+        }
+    }
+}
+
 mod tag {
     pub const HELLO: u8 = 0x01;
     pub const PING: u8 = 0x02;

@@ -3,7 +3,7 @@
 //!
 //! - `serve`: the [`protocol`](super::protocol) on stdin/stdout, applying changes under the root.
 //! - `extract`: a tar stream on stdin, extracted safely under the root (files written atomically).
-//! - `pack [--path SUB] [--exclude PAT]… [--no-gitignore]`: a tar of the root (or of SUB) on stdout,
+//! - `pack [--path SUB] [--exclude PAT]… [--no-gitignore] [--no-kodamaignore]`: a tar of the root (or of SUB) on stdout,
 //!   applying the tree's own .gitignore/.kodamaignore files plus the patterns given.
 //! - `version`: prints `kodama-agent <version> protocol <n>`.
 //!
@@ -19,6 +19,7 @@ use crate::sync::safefs::{self, AtomicFile};
 use crate::sync::scan::{self, Snapshot};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The line `agent version` prints.
@@ -38,6 +39,7 @@ pub struct AgentArgs {
     pub path: String,
     pub excludes: Vec<String>,
     pub no_gitignore: bool,
+    pub no_kodamaignore: bool,
 }
 
 /// Parse `[agent] <command> --root DIR [--path SUB] [--exclude PAT]… [--no-gitignore]`.
@@ -68,6 +70,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<AgentArgs> {
                     .map_err(|_| usage("--exclude must be UTF-8".into()))?,
             ),
             Long("no-gitignore") => a.no_gitignore = true,
+            Long("no-kodamaignore") => a.no_kodamaignore = true,
             Value(v) if a.command.is_empty() || a.command == "agent" => {
                 a.command = v
                     .into_string()
@@ -136,7 +139,9 @@ pub fn run(args: Vec<OsString>, input: &mut dyn Read, output: &mut dyn Write) ->
             Ok(())
         }
         "pack" => {
-            let rules = pod_rules(&root, !a.no_gitignore, a.excludes.clone())?;
+            let mut rules_opts = pod_options(!a.no_gitignore, a.excludes.clone());
+            rules_opts.use_kodamaignore = !a.no_kodamaignore;
+            let rules = IgnoreRules::new(&root, rules_opts)?;
             let snap = clean_listing(&root, scan::scan(&rules, &a.path)?.snapshot);
             let mut w = BufWriter::with_capacity(256 * 1024, output);
             archive::write_tar(&mut w, &root, &snap, &mut |_| {})?;
@@ -149,15 +154,17 @@ pub fn run(args: Vec<OsString>, input: &mut dyn Read, output: &mut dyn Write) ->
     }
 }
 
+fn pod_options(use_gitignore: bool, excludes: Vec<String>) -> IgnoreOptions {
+    IgnoreOptions {
+        use_gitignore,
+        exclude_patterns: excludes,
+        excludes_file: None,
+        use_kodamaignore: true,
+    }
+}
+
 fn pod_rules(root: &Path, use_gitignore: bool, excludes: Vec<String>) -> Result<IgnoreRules> {
-    IgnoreRules::new(
-        root,
-        IgnoreOptions {
-            use_gitignore,
-            exclude_patterns: excludes,
-            excludes_file: None,
-        },
-    )
+    IgnoreRules::new(root, pod_options(use_gitignore, excludes))
 }
 
 /// Drop our temporary files from a listing, deleting stale ones left by a dead agent.
@@ -306,7 +313,7 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
                 let res = safefs::prepare_parent(&root, &path, false).and_then(|p| {
                     let mut f = std::fs::OpenOptions::new()
                         .read(true)
-                        .custom_flags_nofollow()
+                        .custom_flags(libc::O_NOFOLLOW)
                         .open(&p)
                         .map_err(|e| Error::io(&p, e))?;
                     protocol::hash_stream(&mut f).map_err(|e| Error::io(&p, e))
@@ -321,22 +328,11 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
             }
             other => Some(Msg::Err {
                 path: String::new(),
-                message: format!("unexpected message from client: {other:?}"),
+                message: format!("unexpected message from client: {}", other.name()),
             }),
         };
         if let Some(m) = out {
             protocol::write_msg(&mut w, &m).map_err(io)?;
         }
-    }
-}
-
-trait NoFollow {
-    fn custom_flags_nofollow(&mut self) -> &mut Self;
-}
-
-impl NoFollow for std::fs::OpenOptions {
-    fn custom_flags_nofollow(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.custom_flags(libc::O_NOFOLLOW)
     }
 }

@@ -39,6 +39,8 @@ pub struct IgnoreOptions {
     /// The `core.excludesFile` to read, if any. [`IgnoreOptions::new`] fills it from the user's git
     /// config (`~/.gitconfig`, `$XDG_CONFIG_HOME/git/config`, default `$XDG_CONFIG_HOME/git/ignore`).
     pub excludes_file: Option<PathBuf>,
+    /// Honour `.kodamaignore` files (default true; off only for an explicit `pull --no-ignore`).
+    pub use_kodamaignore: bool,
 }
 
 impl Default for IgnoreOptions {
@@ -47,6 +49,7 @@ impl Default for IgnoreOptions {
             use_gitignore: true,
             exclude_patterns: Vec::new(),
             excludes_file: None,
+            use_kodamaignore: true,
         }
     }
 }
@@ -58,6 +61,7 @@ impl IgnoreOptions {
             use_gitignore,
             exclude_patterns,
             excludes_file: ignore::gitignore::gitconfig_excludes_path(),
+            use_kodamaignore: true,
         }
     }
 }
@@ -278,7 +282,11 @@ impl IgnoreRules {
             } else {
                 None
             },
-            kodama: load_file(&dir, &dir.join(KODAMAIGNORE), &mut warnings),
+            kodama: if self.opts.use_kodamaignore {
+                load_file(&dir, &dir.join(KODAMAIGNORE), &mut warnings)
+            } else {
+                None
+            },
         });
         if !warnings.is_empty() {
             if let Ok(mut w) = self.warnings.lock() {

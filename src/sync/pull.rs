@@ -25,6 +25,8 @@ pub struct PullOptions {
     pub remote_path: String,
     /// Overwrite local files even when they are newer.
     pub force: bool,
+    /// Skip what the local ignore rules ignore (the default). `.git` is skipped either way.
+    pub apply_ignore: bool,
 }
 
 /// Pull into `local_dir` (created if missing). `rules` are the local ignore rules (their root should
@@ -45,7 +47,11 @@ pub fn pull(
     std::fs::create_dir_all(local_dir).map_err(|e| Error::io(local_dir, e))?;
     let argv = match mode {
         AgentMode::Agent { path } => {
-            let mut extra = rules.agent_args();
+            let mut extra = if opts.apply_ignore {
+                rules.agent_args()
+            } else {
+                vec!["--no-gitignore".to_string(), "--no-kodamaignore".to_string()]
+            };
             if !sub.is_empty() {
                 extra.push("--path".into());
                 extra.push(sub.clone());
@@ -55,7 +61,7 @@ pub fn pull(
         AgentMode::Fallback { .. } => vec![
             "sh".into(),
             "-c".into(),
-            "cd -- \"$1\" && exec tar -c -f - --exclude=.git -- \"$2\"".into(),
+            "cd -- \"$1\" && exec tar -c -f - -- \"$2\"".into(),
             "sh".into(),
             opts.root.clone(),
             if sub.is_empty() {
@@ -78,7 +84,9 @@ pub fn pull(
         }
         String::from_utf8_lossy(&s).trim().to_string()
     });
-    let skip = |rel: &str, is_dir: bool| rules.is_ignored(rel, is_dir);
+    let skip = |rel: &str, is_dir: bool| {
+        crate::sync::ignore::is_git_dir_path(rel) || (opts.apply_ignore && rules.is_ignored(rel, is_dir))
+    };
     let res = archive::extract(
         out,
         local_dir,

@@ -5,7 +5,7 @@
 //! valid UTF-8 (names that are not UTF-8 are skipped and reported; every name that is UTF-8, ASCII or
 //! not, is kept byte for byte).
 //!
-//! May import: error, sync::ignore.
+//! May import: error, sync::{ignore, safefs}.
 
 use crate::error::{Error, Result};
 use crate::sync::ignore::IgnoreRules;
@@ -226,6 +226,10 @@ fn walk(rules: &IgnoreRules, dir: &Path, rel: &str, out: &mut ScanResult) {
                 continue;
             }
         };
+        // Our own in-flight temporary files (atomic writes) are never synced.
+        if crate::sync::safefs::is_tmp_name(&name) {
+            continue;
+        }
         children.push(name);
     }
     children.sort();
