@@ -518,7 +518,11 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
             apply_ignore: false,
         };
         pull(&env.remote, &mode, &env.rules(), l, &opts).unwrap();
-        assert_eq!(read(&l.join("out/run.log")).as_deref(), Some("ignored"), "{fallback}");
+        assert_eq!(
+            read(&l.join("out/run.log")).as_deref(),
+            Some("ignored"),
+            "{fallback}"
+        );
         assert!(!exists(&l.join(".git")));
         let _ = &env.home;
     }

@@ -529,10 +529,7 @@ impl SyncEngine {
     fn local_full(&self) -> Result<Snapshot> {
         let root = self.rules.root();
         if !root.is_dir() {
-            return Err(Error::with_hint(
-                format!("the sync directory {} is gone; sync stopped instead of deleting the pod's files", root.display()),
-                "restore the directory, then run `kubectl kodama sync <name>`",
-            ));
+            return Err(stopped(root_gone(root)));
         }
         Ok(scan::scan(&self.rules, "")?.snapshot)
     }
@@ -556,11 +553,11 @@ impl SyncEngine {
             .guard
             .check(deleted + recent, total + recent, local_files)
         {
-            return Err(Error::with_hint(
-                format!("sync safety stop: {why}; nothing was deleted in the pod"),
-                "if the deletion was intended, run `kubectl kodama sync <name> --once --force`; otherwise restore the files (the pod still has them: `kubectl kodama pull <name>`)",
-            )
-            .context("mass deletion guard"));
+            return Err(stopped(Error::with_hint(
+                format!("safety stop: {why}; these deletions were not sent to the pod"),
+                "if the deletion was intended, run `kubectl kodama sync <name> --once --force`; \
+                 otherwise restore the files (the pod still has them: `kubectl kodama pull <name>`)",
+            )));
         }
         if deleted > 0 {
             self.recent_deletes.push_back((now, deleted));
@@ -625,6 +622,8 @@ impl SyncEngine {
                             if let Err(e) = c.ping() {
                                 return End::Lost(e);
                             }
+                            // Connected and nothing pending: still in sync as of now.
+                            self.set(status, SyncState::Active, None);
                         }
                     }
                     continue;
@@ -707,13 +706,7 @@ impl SyncEngine {
             }
         }
         if !self.rules.root().is_dir() {
-            return Err(End::Fatal(Error::with_hint(
-                format!(
-                    "the sync directory {} is gone; sync stopped instead of deleting the pod's files",
-                    self.rules.root().display()
-                ),
-                "restore the directory, then run `kubectl kodama sync <name>`",
-            )));
+            return Err(End::Fatal(stopped(root_gone(self.rules.root()))));
         }
         if dirty.iter().any(|p| {
             let name = p.rsplit('/').next().unwrap_or(p);
@@ -850,15 +843,31 @@ impl SyncEngine {
     }
 }
 
+fn root_gone(root: &Path) -> Error {
+    Error::with_hint(
+        format!(
+            "the sync directory {} is gone; nothing was deleted in the pod",
+            root.display()
+        ),
+        "restore the directory, then run `kubectl kodama sync <name>`",
+    )
+}
+
+/// The context that marks an error as a deliberate stop (safety guard, sync root gone): never retried.
+const STOPPED: &str = "sync stopped";
+
+fn stopped(e: Error) -> Error {
+    e.context(STOPPED)
+}
+
 fn classify(e: Error) -> End {
-    match e.root() {
-        Error::Transport { .. } | Error::Io { .. } => End::Lost(e),
-        _ if e.to_string().contains("mass deletion guard")
-            || e.to_string().contains("sync directory") =>
-        {
-            End::Fatal(e)
+    let mut cur = &e;
+    loop {
+        match cur {
+            Error::Context { context, .. } if context == STOPPED => return End::Fatal(e),
+            Error::Context { source, .. } => cur = source,
+            _ => return End::Lost(e),
         }
-        _ => End::Lost(e),
     }
 }
 

@@ -50,7 +50,10 @@ pub fn pull(
             let mut extra = if opts.apply_ignore {
                 rules.agent_args()
             } else {
-                vec!["--no-gitignore".to_string(), "--no-kodamaignore".to_string()]
+                vec![
+                    "--no-gitignore".to_string(),
+                    "--no-kodamaignore".to_string(),
+                ]
             };
             if !sub.is_empty() {
                 extra.push("--path".into());
@@ -85,7 +88,8 @@ pub fn pull(
         String::from_utf8_lossy(&s).trim().to_string()
     });
     let skip = |rel: &str, is_dir: bool| {
-        crate::sync::ignore::is_git_dir_path(rel) || (opts.apply_ignore && rules.is_ignored(rel, is_dir))
+        crate::sync::ignore::is_git_dir_path(rel)
+            || (opts.apply_ignore && rules.is_ignored(rel, is_dir))
     };
     let res = archive::extract(
         out,
