@@ -314,8 +314,11 @@ fn a_mass_deletion_stops_sync_instead_of_being_mirrored() {
         write(l, &format!("src/f{i:02}.rs"), "x");
     }
     let st = seed(&env);
+    let state = env.home.join("state/sync.json");
+    let mut opts = env.opts();
+    opts.state_file = Some(state.clone());
     let run = Running::start(
-        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        SyncEngine::new(env.rules(), opts.clone()).with_known(st.sent),
         env.remote.clone(),
     );
     for i in 0..25 {
@@ -333,6 +336,20 @@ fn a_mass_deletion_stops_sync_instead_of_being_mirrored() {
         pod_files >= 15,
         "at most the fraction may have gone before the stop, {pod_files} left"
     );
+    // A fresh engine without the saved state deletes nothing (it cannot tell deletions from pod files).
+    let mut plain = SyncEngine::new(env.rules(), env.opts());
+    plain.sync_once(&env.remote).unwrap();
+    assert_eq!(std::fs::read_dir(p.join("src")).unwrap().count(), pod_files);
+    // Forced, with the state saved at the stop: the deletions go through.
+    opts.allow_mass_delete = true;
+    let mut forced = SyncEngine::new(env.rules(), opts);
+    assert!(
+        forced.known().is_some(),
+        "state loaded from {}",
+        state.display()
+    );
+    forced.sync_once(&env.remote).unwrap();
+    assert_eq!(std::fs::read_dir(p.join("src")).unwrap().count(), 5);
 }
 
 #[test]

@@ -257,6 +257,10 @@ pub struct SyncOptions {
     pub keepalive: Duration,
     /// Longest pause between reconnect attempts.
     pub backoff_max: Duration,
+    /// Where to keep the agreed state between runs (see [`save_known`]); None = memory only. Without
+    /// it, a restarted engine cannot tell a local deletion from a file the pod made, so it deletes
+    /// nothing until it has seen a deletion happen.
+    pub state_file: Option<PathBuf>,
 }
 
 impl SyncOptions {
@@ -271,8 +275,43 @@ impl SyncOptions {
             max_batch_wait: Duration::from_millis(250),
             keepalive: Duration::from_secs(15),
             backoff_max: Duration::from_secs(10),
+            state_file: None,
         }
     }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StateFile {
+    version: u32,
+    local: PathBuf,
+    root: String,
+    entries: Snapshot,
+}
+
+/// Write the agreed state for (`local`, `root`) to `path` atomically (temp file + rename).
+pub fn save_known(path: &Path, local: &Path, root: &str, known: &Snapshot) -> Result<()> {
+    let st = StateFile {
+        version: 1,
+        local: local.to_path_buf(),
+        root: root.to_string(),
+        entries: known.clone(),
+    };
+    let data =
+        serde_json::to_vec(&st).map_err(|e| Error::msg(format!("encoding sync state: {e}")))?;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Read the agreed state saved by [`save_known`]; None when there is none, it is unreadable, or it
+/// belongs to another local directory or pod root (a stale state is never trusted).
+pub fn load_known(path: &Path, local: &Path, root: &str) -> Option<Snapshot> {
+    let data = std::fs::read(path).ok()?;
+    let st: StateFile = serde_json::from_slice(&data).ok()?;
+    (st.version == 1 && st.local == local && st.root == root).then_some(st.entries)
 }
 
 enum WatchMsg {
@@ -303,18 +342,45 @@ pub struct SyncEngine {
     status: SyncStatus,
     watched: HashSet<String>,
     recent_deletes: VecDeque<(Instant, usize)>,
+    /// The agreed state changed since it was last saved, and when that was.
+    unsaved: bool,
+    saved_at: Instant,
 }
 
 impl SyncEngine {
     /// An engine for the rules' root (the local directory) and the pod root in `opts`.
+    /// When `opts.state_file` holds a state for this local directory and pod root, it is loaded.
     pub fn new(rules: IgnoreRules, opts: SyncOptions) -> SyncEngine {
+        let known = opts
+            .state_file
+            .as_deref()
+            .and_then(|f| load_known(f, rules.root(), &opts.root));
         SyncEngine {
             rules,
             opts,
-            known: None,
+            known,
             status: SyncStatus::new(),
             watched: HashSet::new(),
             recent_deletes: VecDeque::new(),
+            unsaved: false,
+            saved_at: Instant::now(),
+        }
+    }
+
+    /// Save the agreed state to `opts.state_file` (if any): always when `now`, else at most every 5 s.
+    fn persist(&mut self, now: bool) {
+        self.unsaved = true;
+        let Some(f) = self.opts.state_file.clone() else {
+            return;
+        };
+        if !now && self.saved_at.elapsed() < Duration::from_secs(5) {
+            return;
+        }
+        if let Some(k) = &self.known {
+            if save_known(&f, self.rules.root(), &self.opts.root, k).is_ok() {
+                self.unsaved = false;
+                self.saved_at = Instant::now();
+            }
         }
     }
 
@@ -335,6 +401,9 @@ impl SyncEngine {
     pub fn sync_once(&mut self, remote: &dyn Remote) -> Result<ApplyStats> {
         let mut conn = self.connect(remote)?;
         let r = self.rescan(remote, &mut conn);
+        if self.unsaved {
+            self.persist(true);
+        }
         if let Conn::Agent(c) = conn {
             let _ = c.close();
         }
@@ -396,10 +465,16 @@ impl SyncEngine {
             };
             match end {
                 End::Stopped => {
+                    if self.unsaved {
+                        self.persist(true);
+                    }
                     self.set(status, SyncState::Stopped, None);
                     return Ok(());
                 }
                 End::Fatal(e) => {
+                    if self.unsaved {
+                        self.persist(true);
+                    }
                     self.set(status, SyncState::Error, Some(e.to_string()));
                     return Err(e);
                 }
@@ -523,6 +598,7 @@ impl SyncEngine {
         }
         after.retain(|p, _| local.contains_key(p));
         self.known = Some(after);
+        self.persist(true);
         Ok(stats)
     }
 
@@ -645,6 +721,7 @@ impl SyncEngine {
             idle_since = Instant::now();
             match res {
                 Ok(()) => {
+                    self.persist(false);
                     let reason = self
                         .status
                         .reason

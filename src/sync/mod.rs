@@ -18,9 +18,9 @@ pub mod scan;
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// Refuse `$HOME` and `/` (after resolving symlinks and `..`) as the directory to sync, unless
-/// `force`. Pure apart from no I/O at all: the caller passes both paths already canonicalised when it
-/// can.
+/// Refuse `$HOME` and `/` as the directory to sync, unless `force`. Pure (no I/O): `.` and `..`
+/// components are resolved lexically, so the caller should pass canonicalised paths (symlinks
+/// resolved) when it can.
 pub fn check_sync_root(dir: &Path, home: Option<&Path>, force: bool) -> Result<()> {
     if force {
         return Ok(());
@@ -49,7 +49,7 @@ pub fn check_sync_root(dir: &Path, home: Option<&Path>, force: bool) -> Result<(
     match what {
         Some(w) => Err(Error::with_hint(
             format!("refusing to sync {w} ({}): it would upload far more than a project", d.display()),
-            "run from your project directory or pass --sync <project dir>; use --force-sync if you really mean it",
+            "run from your project directory or pass --sync <project dir>; force it only if you really mean it",
         )),
         None => Ok(()),
     }

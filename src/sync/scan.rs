@@ -15,7 +15,7 @@ use std::path::Path;
 
 /// What an entry is. Anything that is not a file, directory or symlink (sockets, fifos, devices) is
 /// never synced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     File,
     Dir,
@@ -42,19 +42,25 @@ impl Kind {
     }
 }
 
-/// One entry of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of a snapshot. (Short serde names: the sync state file holds one per synced path.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Entry {
+    #[serde(rename = "k")]
     pub kind: Kind,
     /// File size in bytes (0 for directories and symlinks).
+    #[serde(rename = "s", default)]
     pub size: u64,
     /// Modification time, seconds since the epoch.
+    #[serde(rename = "m", default)]
     pub mtime: i64,
     /// Nanoseconds part of the modification time.
+    #[serde(rename = "n", default)]
     pub mtime_nsec: u32,
     /// Any execute bit set (files only).
+    #[serde(rename = "x", default)]
     pub exec: bool,
     /// The link target, as stored (symlinks only). Never resolved.
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
 }
 
