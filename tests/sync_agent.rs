@@ -386,3 +386,22 @@ fn installer_copies_once_then_reuses_and_falls_back_for_foreign_binaries() {
     ));
     assert!(!home.join("other/k").exists());
 }
+
+#[test]
+fn a_broken_agent_process_is_reported_with_its_stderr() {
+    let remote = kodama::remote::LocalRemote::default();
+    let argv: Vec<String> = ["sh", "-c", "echo 'exec format error: boom' >&2; exit 126"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let e = match AgentClient::connect(&remote, &argv) {
+        Err(e) => e,
+        Ok(_) => panic!("a process that is not an agent must fail the handshake"),
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains("handshake") && text.contains("boom"),
+        "{text}"
+    );
+    assert!(matches!(e.root(), kodama::Error::Transport { .. }));
+}

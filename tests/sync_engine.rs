@@ -544,3 +544,57 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
         let _ = &env.home;
     }
 }
+
+/// A pod whose agent passes `version` but crashes on `serve` (an arch/regression crash).
+#[derive(Clone)]
+struct CrashingServe(ThreadRemote);
+
+impl Remote for CrashingServe {
+    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn kodama::remote::RemoteProcess>> {
+        if argv.get(2).map(String::as_str) == Some("serve") {
+            let crash: Vec<String> = ["sh", "-c", "echo 'Segmentation fault' >&2; exit 139"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            return self.0.local.exec(&crash);
+        }
+        self.0.exec(argv)
+    }
+}
+
+#[test]
+fn an_agent_that_keeps_crashing_is_replaced_by_the_tar_fallback() {
+    let env = Env::new();
+    let l = env.local.path();
+    let p = env.pod.path().to_path_buf();
+    write(l, "a.txt", "one");
+    let st = seed(&env);
+    let stop = StopHandle::new();
+    let statuses = Arc::new(Mutex::new(Vec::<SyncStatus>::new()));
+    let (s2, st2) = (stop.clone(), statuses.clone());
+    let remote = CrashingServe(env.remote.clone());
+    let mut engine = SyncEngine::new(env.rules(), env.opts()).with_known(st.sent);
+    let h = std::thread::spawn(move || {
+        let factory = move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
+        engine.run(&factory, &s2, &|s| st2.lock().unwrap().push(s.clone()))
+    });
+    wait_until("fallback active", 20, || {
+        statuses.lock().unwrap().last().is_some_and(|s| {
+            s.state == SyncState::Active && s.transport.contains("failed to start 3 times")
+        })
+    });
+    let all = statuses.lock().unwrap().clone();
+    assert!(
+        all.iter().any(|s| s
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("Segmentation fault"))),
+        "the crash is visible in the status: {all:?}"
+    );
+    write(l, "b.txt", "bee");
+    wait_until("sync via fallback", 10, || {
+        read(&p.join("b.txt")).as_deref() == Some("bee")
+    });
+    stop.stop();
+    h.join().unwrap().unwrap();
+}

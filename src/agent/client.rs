@@ -16,6 +16,7 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What happened to one change of a batch.
@@ -50,6 +51,29 @@ pub struct AgentClient {
     /// The agent's software version from its hello.
     pub agent_version: String,
     next_ping: u64,
+    stderr_tail: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+/// Add what the agent wrote to stderr (if anything) to a connection error.
+fn with_tail(e: Error, tail: &Arc<Mutex<Vec<u8>>>) -> Error {
+    // Give the stderr reader a moment to catch the agent's last words.
+    std::thread::sleep(Duration::from_millis(20));
+    let text = tail
+        .lock()
+        .map(|t| String::from_utf8_lossy(&t).trim().to_string())
+        .unwrap_or_default();
+    match e {
+        _ if text.is_empty() => e,
+        Error::Transport { message, hint } => Error::Transport {
+            message: format!("{message} (agent stderr: {text})"),
+            hint,
+        },
+        Error::Context { context, source } => Error::Context {
+            context,
+            source: Box::new(with_tail(*source, tail)),
+        },
+        other => other.context(format!("agent stderr: {text}")),
+    }
 }
 
 fn dead(e: impl std::fmt::Display) -> Error {
@@ -69,14 +93,26 @@ impl AgentClient {
         let r = p
             .take_stdout()
             .ok_or_else(|| Error::msg("agent process has no stdout"))?;
-        let stderr = p.take_stderr();
-        let mut c = AgentClient::over(r, w)?;
-        // Keep stderr drained so a chatty agent can never block.
-        if let Some(mut e) = stderr {
+        // Keep stderr drained (a chatty agent must never block) and remember its tail for errors.
+        let tail = Arc::new(Mutex::new(Vec::<u8>::new()));
+        if let Some(mut e) = p.take_stderr() {
+            let tail = tail.clone();
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut e, &mut std::io::sink());
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = e.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut t) = tail.lock() {
+                        t.extend_from_slice(&buf[..n]);
+                        let excess = t.len().saturating_sub(2048);
+                        t.drain(..excess);
+                    }
+                }
             });
         }
+        let mut c = AgentClient::over(r, w).map_err(|e| with_tail(e, &tail))?;
+        c.stderr_tail = Some(tail);
         c.proc = Some(p);
         Ok(c)
     }
@@ -134,13 +170,17 @@ impl AgentClient {
             timeout,
             agent_version,
             next_ping: 1,
+            stderr_tail: None,
         })
     }
 
     fn recv(&self) -> Result<Msg> {
         match self.rx.recv_timeout(self.timeout) {
             Ok(Ok(m)) => Ok(m),
-            Ok(Err(e)) => Err(dead(e)),
+            Ok(Err(e)) => Err(match &self.stderr_tail {
+                Some(t) => with_tail(dead(e), t),
+                None => dead(e),
+            }),
             Err(RecvTimeoutError::Timeout) => Err(dead(format!(
                 "no answer from the agent for {}s",
                 self.timeout.as_secs()

@@ -342,6 +342,9 @@ pub struct SyncEngine {
     status: SyncStatus,
     watched: HashSet<String>,
     recent_deletes: VecDeque<(Instant, usize)>,
+    /// Consecutive agent start failures, and the reason once we gave up on the agent.
+    agent_failures: u32,
+    agent_broken: Option<String>,
     /// The agreed state changed since it was last saved, and when that was.
     unsaved: bool,
     saved_at: Instant,
@@ -362,6 +365,8 @@ impl SyncEngine {
             status: SyncStatus::new(),
             watched: HashSet::new(),
             recent_deletes: VecDeque::new(),
+            agent_failures: 0,
+            agent_broken: None,
             unsaved: false,
             saved_at: Instant::now(),
         }
@@ -505,12 +510,32 @@ impl SyncEngine {
     }
 
     fn connect(&mut self, remote: &dyn Remote) -> Result<Conn> {
-        let mode = install::ensure_agent(remote, &self.opts.install)?;
+        let mode = match &self.agent_broken {
+            Some(why) => AgentMode::Fallback {
+                reason: why.clone(),
+            },
+            None => install::ensure_agent(remote, &self.opts.install)?,
+        };
         match mode {
             AgentMode::Agent { path } => {
                 self.status.transport = "agent".into();
                 let argv = install::agent_argv(&path, "serve", &self.opts.root, &[]);
-                Ok(Conn::Agent(AgentClient::connect(remote, &argv)?))
+                match AgentClient::connect(remote, &argv) {
+                    Ok(c) => {
+                        self.agent_failures = 0;
+                        Ok(Conn::Agent(c))
+                    }
+                    Err(e) => {
+                        // The pod answered the probe, yet the agent keeps failing to start (a
+                        // crashing binary, a noexec mount): stop insisting and use tar/sh instead.
+                        self.agent_failures += 1;
+                        if self.agent_failures >= 3 {
+                            self.agent_broken =
+                                Some(format!("the in-pod agent failed to start 3 times: {e}"));
+                        }
+                        Err(e)
+                    }
+                }
             }
             AgentMode::Fallback { reason } => {
                 self.status.transport = format!("fallback: {reason}");
