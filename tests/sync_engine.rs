@@ -380,16 +380,22 @@ fn fallback_mode_syncs_with_sh_and_tar() {
     let l = env.local.path();
     let p = env.pod.path().to_path_buf();
     write(l, "a.txt", "one");
+    write(l, "lost.txt", "lost in a pod restart");
     let mut install = env.install();
     install.disabled = true;
     let mode = ensure_agent(&env.remote, &install).unwrap();
     let st = initial_sync(&env.remote, &mode, &env.rules(), &env.root(), &mut |_| {}).unwrap();
+    // The pod loses a file (a restart with a fresh volume); the first rescan (find/stat) restores it.
+    std::fs::remove_file(p.join("lost.txt")).unwrap();
     let mut opts = env.opts();
     opts.install = install;
     let run = Running::start(
         SyncEngine::new(env.rules(), opts).with_known(st.sent),
         env.remote.clone(),
     );
+    wait_until("restored by the fallback rescan", 10, || {
+        read(&p.join("lost.txt")).as_deref() == Some("lost in a pod restart")
+    });
     assert!(run.last().unwrap().transport.starts_with("fallback"));
     write(l, "it's quoted/b $HOME.txt", "bee");
     wait_until("fallback create", 10, || {

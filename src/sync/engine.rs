@@ -610,8 +610,14 @@ impl SyncEngine {
                     .filter(|(p, e)| !self.rules.is_ignored(p, e.kind == Kind::Dir))
                     .collect()
             }
-            // No listing without the agent: trust what was last confirmed.
-            Conn::Fallback => self.known.clone().unwrap_or_default(),
+            // Without the agent: find + stat, or (no such tools) what was last confirmed.
+            Conn::Fallback => match fallback_list(remote_io, &self.opts.root) {
+                Some(listed) => listed
+                    .into_iter()
+                    .filter(|(p, e)| !self.rules.is_ignored(p, e.kind == Kind::Dir))
+                    .collect(),
+                None => self.known.clone().unwrap_or_default(),
+            },
         };
         let changes = plan::plan(&local, &remote, self.known.as_ref());
         let total = scan::count_files(self.known.as_ref().unwrap_or(&remote));
@@ -1017,6 +1023,78 @@ fn apply_to_known(known: &mut Snapshot, c: &Change, o: &Outcome) {
     }
 }
 
+/// List the pod's tree with `find` and `stat` (fallback mode). Symlink targets are not listed (they
+/// are re-sent on a rescan). None when the tools are missing or the output cannot be read.
+fn fallback_list(remote: &dyn Remote, root: &str) -> Option<Snapshot> {
+    let script = "cd -- \"$1\" 2>/dev/null || exit 0\n\
+                  find . -name .git -prune -o ! -name . -exec stat -c '%F|%s|%Y|%a|%n' {} +";
+    let argv: Vec<String> = vec![
+        "sh".into(),
+        "-c".into(),
+        script.into(),
+        "sh".into(),
+        root.into(),
+    ];
+    let out = remote.run(&argv, b"").ok()?;
+    if out.code != 0 {
+        return None;
+    }
+    parse_stat_listing(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parse `stat -c '%F|%s|%Y|%a|%n'` lines (pure).
+fn parse_stat_listing(text: &str) -> Option<Snapshot> {
+    let mut snap = Snapshot::new();
+    for line in text.lines() {
+        let mut f = line.splitn(5, '|');
+        let (Some(t), Some(size), Some(mtime), Some(mode), Some(name)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            continue;
+        };
+        let kind = match t {
+            "regular file" | "regular empty file" => Kind::File,
+            "directory" => Kind::Dir,
+            "symbolic link" => Kind::Symlink,
+            _ => continue,
+        };
+        let Some(rel) = name.strip_prefix("./") else {
+            continue;
+        };
+        if rel.is_empty() || crate::sync::safefs::check_rel(rel).is_err() {
+            continue;
+        }
+        if rel
+            .rsplit('/')
+            .next()
+            .is_some_and(crate::sync::safefs::is_tmp_name)
+        {
+            continue;
+        }
+        let mode = u32::from_str_radix(mode, 8).ok()?;
+        snap.insert(
+            rel.to_string(),
+            Entry {
+                kind,
+                size: if kind == Kind::File {
+                    size.parse().ok()?
+                } else {
+                    0
+                },
+                mtime: if kind == Kind::Dir {
+                    0
+                } else {
+                    mtime.parse().ok()?
+                },
+                mtime_nsec: 0,
+                exec: kind == Kind::File && mode & 0o111 != 0,
+                target: None,
+            },
+        );
+    }
+    Some(snap)
+}
+
 /// Single-quote a string for sh.
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -1116,4 +1194,32 @@ fn fallback_apply(
         return Ok((vec![Outcome::Failed(why); changes.len()], stats));
     }
     Ok((vec![Outcome::Done(None); changes.len()], stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_listing_parses_kinds_modes_and_odd_names() {
+        let text = "regular file|5|1700000000|755|./bin/run.sh\n\
+                    regular empty file|0|1700000001|644|./a|b.txt\n\
+                    directory|4096|1700000002|755|./bin\n\
+                    symbolic link|11|1700000003|777|./ln\n\
+                    fifo|0|1|644|./pipe\n\
+                    regular file|1|1|644|./x/.y.kodama-tmp-1-2\n\
+                    garbage line\n";
+        let s = parse_stat_listing(text).unwrap();
+        let keys: Vec<&str> = s.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["a|b.txt", "bin", "bin/run.sh", "ln"]);
+        assert!(s["bin/run.sh"].exec && s["bin/run.sh"].size == 5);
+        assert_eq!(s["bin"].kind, Kind::Dir);
+        assert_eq!(s["ln"].kind, Kind::Symlink);
+        assert_eq!(s["a|b.txt"].mtime, 1700000001);
+    }
+
+    #[test]
+    fn sh_quote_survives_quotes() {
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+    }
 }
