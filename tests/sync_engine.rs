@@ -211,6 +211,19 @@ fn continuous_sync_propagates_creates_modifies_renames_and_deletes() {
     wait_until("dir rename", 10, || {
         read(&p.join("dir2/b.txt")).as_deref() == Some("bee") && !exists(&p.join("dir"))
     });
+    // The renamed directory is still watched under its new name, and the old name can come back.
+    write(l, "dir2/b.txt", "bee two");
+    wait_until("edit inside a renamed dir", 10, || {
+        read(&p.join("dir2/b.txt")).as_deref() == Some("bee two")
+    });
+    write(l, "dir/again.txt", "again");
+    wait_until("old dir name reused", 10, || {
+        read(&p.join("dir/again.txt")).as_deref() == Some("again")
+    });
+    write(l, "dir/again.txt", "again 2");
+    wait_until("edit in the reused dir", 10, || {
+        read(&p.join("dir/again.txt")).as_deref() == Some("again 2")
+    });
     // Editor save: temp file, then rename over the original.
     write(l, ".a-renamed.txt.swp", "three");
     std::fs::rename(l.join(".a-renamed.txt.swp"), l.join("a-renamed.txt")).unwrap();

@@ -450,6 +450,7 @@ impl SyncEngine {
         })
         .map_err(|e| Error::msg(format!("starting the file watcher: {e}")))?;
         self.watch_tree(&mut watcher, "")?;
+        self.set(status, SyncState::Connecting, None);
 
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -870,19 +871,25 @@ impl SyncEngine {
                 top.push(p.clone());
             }
         }
+        // Watch new directories before reading them, so nothing created meanwhile is missed; forget
+        // watches of directories that are gone (renamed or deleted), so a new one of that name is
+        // watched again.
+        for p in &top {
+            match std::fs::symlink_metadata(self.rules.root().join(p)) {
+                Ok(m) if m.is_dir() => self.watch_tree(watcher, p).map_err(End::Fatal)?,
+                Ok(_) => {}
+                Err(_) => self.watched.retain(|w| !scan::is_at_or_under(w, p)),
+            }
+        }
         let mut local = Snapshot::new();
         let mut base = Snapshot::new();
-        let known = self.known.clone().unwrap_or_default();
+        let empty = Snapshot::new();
+        let known = self.known.as_ref().unwrap_or(&empty);
         for p in &top {
-            let abs = self.rules.root().join(p);
-            let is_dir = abs.is_dir();
-            if is_dir {
-                self.watch_tree(watcher, p).map_err(End::Fatal)?;
-            }
             let s = scan::scan(&self.rules, p).map_err(End::Fatal)?;
             local.extend(s.snapshot);
             // Ignored paths are left alone in the pod: drop them from both sides.
-            for (k, e) in scan::subtree(&known, p) {
+            for (k, e) in scan::subtree(known, p) {
                 if !self.rules.is_ignored(k, e.kind == Kind::Dir) {
                     base.insert(k.clone(), e.clone());
                 }
@@ -928,7 +935,7 @@ impl SyncEngine {
             .iter()
             .filter(|c| matches!(c, Change::Write { .. } | Change::Symlink { .. }))
             .count();
-        let total = scan::count_files(&known);
+        let total = scan::count_files(known);
         let local_files = (total + creates).saturating_sub(deletes);
         self.guard(&changes, total, local_files)
             .map_err(End::Fatal)?;
