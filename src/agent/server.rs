@@ -117,13 +117,18 @@ pub fn run(args: Vec<OsString>, input: &mut dyn Read, output: &mut dyn Write) ->
         "extract" => {
             std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
             let rep = archive::extract(
-                input,
+                &mut *input,
                 &root,
                 &archive::ExtractOptions {
                     preserve_mtime: true,
                     ..Default::default()
                 },
             )?;
+            // Our writer ends with two zero blocks and the reader stops at the first: take the
+            // second too, so the sender never writes into a closed pipe. (Without waiting for EOF,
+            // which an exec stream without stdin-close (v4) never delivers.)
+            let mut pad = [0u8; 512];
+            let _ = input.read_exact(&mut pad);
             if !rep.refused.is_empty() {
                 let list: Vec<String> = rep
                     .refused

@@ -76,7 +76,7 @@ pub fn pull(
     };
     let mut p = remote.exec(&argv)?;
     drop(p.take_stdin());
-    let out = p
+    let mut out = p
         .take_stdout()
         .ok_or_else(|| Error::msg("remote tar has no stdout"))?;
     let err = p.take_stderr();
@@ -92,7 +92,7 @@ pub fn pull(
             || (opts.apply_ignore && rules.is_ignored(rel, is_dir))
     };
     let res = archive::extract(
-        out,
+        &mut out,
         local_dir,
         &ExtractOptions {
             skip: Some(&skip),
@@ -100,6 +100,9 @@ pub fn pull(
             preserve_mtime: true,
         },
     );
+    // Read past the end-of-archive padding so the sender never hits a closed pipe.
+    let _ = std::io::copy(&mut out, &mut std::io::sink());
+    drop(out);
     let stderr = err_thread.join().unwrap_or_default();
     let code = p.wait()?;
     let rep = res.map_err(|e| e.context(format!("pulling {} from the pod", display(&sub))))?;
