@@ -120,7 +120,7 @@ impl AgentClient {
     /// Shake hands over given streams.
     pub fn over(mut r: Box<dyn Read + Send>, w: Box<dyn Write + Send>) -> Result<AgentClient> {
         let mut w = BufWriter::with_capacity(256 * 1024, w);
-        protocol::write_hello(&mut w).map_err(dead)?;
+        protocol::write_hello(&mut w).map_err(|e| dead(e).context("agent handshake"))?;
         let (tx, rx) = mpsc::channel();
         let (htx, hrx) = mpsc::channel();
         std::thread::Builder::new()
