@@ -617,3 +617,40 @@ fn an_agent_that_keeps_crashing_is_replaced_by_the_tar_fallback() {
     stop.stop();
     h.join().unwrap().unwrap();
 }
+
+/// A pod whose agent crashes on `extract`.
+#[derive(Clone)]
+struct CrashingExtract(ThreadRemote);
+
+impl Remote for CrashingExtract {
+    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn kodama::remote::RemoteProcess>> {
+        if argv.get(2).map(String::as_str) == Some("extract") {
+            let crash: Vec<String> = [
+                "sh",
+                "-c",
+                "cat >/dev/null; echo 'Illegal instruction' >&2; exit 132",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            return self.0.local.exec(&crash);
+        }
+        self.0.exec(argv)
+    }
+}
+
+#[test]
+fn initial_sync_falls_back_to_tar_when_the_agent_crashes() {
+    let env = Env::new();
+    write(env.local.path(), "a/b.txt", "bee");
+    let remote = CrashingExtract(env.remote.clone());
+    let mode = ensure_agent(&remote, &env.install()).unwrap();
+    assert!(matches!(mode, AgentMode::Agent { .. }));
+    let st = initial_sync(&remote, &mode, &env.rules(), &env.root(), &mut |_| {}).unwrap();
+    assert!(
+        st.transport.contains("Illegal instruction"),
+        "{}",
+        st.transport
+    );
+    assert_eq!(read(&env.pod.join("a/b.txt")).as_deref(), Some("bee"));
+}

@@ -58,6 +58,8 @@ pub struct Stats {
     pub skipped: Vec<String>,
     /// The tree that was sent: seed [`SyncEngine::with_known`] with it.
     pub sent: Snapshot,
+    /// "agent", or "fallback: <why>" when the pod's tar did the extraction.
+    pub transport: String,
 }
 
 /// The shell command used to extract a tar into `root` when the agent is not available.
@@ -90,20 +92,44 @@ pub fn initial_sync(
         .filter(|e| e.kind == Kind::File)
         .map(|e| e.size)
         .sum();
-    let argv = match mode {
-        AgentMode::Agent { path } => install::agent_argv(path, "extract", root, &[]),
-        AgentMode::Fallback { .. } => fallback_extract_argv(root),
+    let (argv, mut transport) = match mode {
+        AgentMode::Agent { path } => (
+            install::agent_argv(path, "extract", root, &[]),
+            "agent".to_string(),
+        ),
+        AgentMode::Fallback { reason } => {
+            (fallback_extract_argv(root), format!("fallback: {reason}"))
+        }
     };
-    let (code, stderr, stats) = stream_tar(remote, &argv, rules.root(), &snap, &mut |a| {
-        let p = Progress {
-            files_done: a.entries(),
-            files_total,
-            bytes_done: a.bytes,
-            bytes_total,
-            elapsed: start.elapsed(),
+    let mut send = |argv: &[String]| {
+        stream_tar(remote, argv, rules.root(), &snap, &mut |a| {
+            progress(&Progress {
+                files_done: a.entries(),
+                files_total,
+                bytes_done: a.bytes,
+                bytes_total,
+                elapsed: start.elapsed(),
+            })
+        })
+    };
+    let mut result = send(&argv);
+    // The agent could not run at all (exec failure 126/127, a crash 128+n): extraction is
+    // idempotent, so send the same stream to the pod's own tar instead. A refusal (exit 1) is final.
+    if let AgentMode::Agent { .. } = mode {
+        let crashed = match &result {
+            Ok((code, _, _)) => *code >= 126,
+            Err(_) => true,
         };
-        progress(&p);
-    })?;
+        if crashed {
+            let why = match &result {
+                Ok((code, stderr, _)) => format!("the agent exited {code}: {stderr}"),
+                Err(e) => e.to_string(),
+            };
+            result = send(&fallback_extract_argv(root));
+            transport = format!("fallback: {why}");
+        }
+    }
+    let (code, stderr, stats) = result?;
     if code != 0 {
         return Err(Error::with_hint(
             format!("uploading {} to {root} in the pod failed (exit {code}): {stderr}", rules.root().display()),
@@ -115,6 +141,7 @@ pub fn initial_sync(
         elapsed: start.elapsed(),
         skipped: scanned.skipped,
         sent: snap,
+        transport,
     };
     progress(&Progress {
         files_done: st.archive.entries(),
