@@ -892,9 +892,21 @@ impl SyncEngine {
             }
         }
         // 2. Everything dirty, re-read and planned against what the pod has.
+        // Only the topmost dirty paths: a dirty directory is re-read whole. O(paths × depth).
         let mut top: Vec<String> = Vec::new();
+        let mut top_set: HashSet<&str> = HashSet::new();
         for p in &dirty {
-            if !top.iter().any(|t| scan::is_at_or_under(p, t)) {
+            let mut covered = false;
+            let mut anc = p.as_str();
+            while let Some((parent, _)) = anc.rsplit_once('/') {
+                if top_set.contains(parent) {
+                    covered = true;
+                    break;
+                }
+                anc = parent;
+            }
+            if !covered {
+                top_set.insert(p.as_str());
                 top.push(p.clone());
             }
         }
@@ -937,23 +949,24 @@ impl SyncEngine {
         let mut changes = plan::plan(&local, &base, Some(&base));
         // The watcher said these files changed: file times are only as fine as the kernel's tick, so
         // a same-size edit within one tick looks unchanged. Send them anyway.
-        for p in &event_paths {
-            if let (Some(l), Some(b)) = (local.get(p), base.get(p)) {
-                if l.kind == Kind::File && l.same(b) && !changes.iter().any(|c| c.path() == p) {
-                    let at = changes
-                        .iter()
-                        .position(|c| matches!(c, Change::Delete { .. }))
-                        .unwrap_or(changes.len());
-                    changes.insert(
-                        at,
-                        Change::Write {
-                            path: p.clone(),
-                            entry: l.clone(),
-                        },
-                    );
-                }
-            }
-        }
+        let planned: HashSet<&str> = changes.iter().map(Change::path).collect();
+        let forced: Vec<Change> = event_paths
+            .iter()
+            .filter(|p| !planned.contains(p.as_str()))
+            .filter_map(|p| match (local.get(p), base.get(p)) {
+                (Some(l), Some(b)) if l.kind == Kind::File && l.same(b) => Some(Change::Write {
+                    path: p.clone(),
+                    entry: l.clone(),
+                }),
+                _ => None,
+            })
+            .collect();
+        drop(planned);
+        let at = changes
+            .iter()
+            .position(|c| matches!(c, Change::Delete { .. }))
+            .unwrap_or(changes.len());
+        changes.splice(at..at, forced);
         if changes.is_empty() {
             return Ok(());
         }

@@ -17,7 +17,7 @@
 //!
 //! May import: sync::scan.
 
-use crate::sync::scan::{is_at_or_under, Entry, Kind, Snapshot};
+use crate::sync::scan::{subtree, Entry, Kind, Snapshot};
 use std::collections::{BTreeSet, HashMap};
 
 /// One change to apply in the pod. Paths are relative to the pod's sync root.
@@ -153,10 +153,9 @@ pub fn plan(local: &Snapshot, remote: &Snapshot, known: Option<&Snapshot>) -> Ve
             .iter()
             .filter(|d| remote.get(*d).is_some_and(|e| e.kind == Kind::Dir))
             .filter(|d| {
-                remote
-                    .keys()
-                    .filter(|p| p.as_str() != d.as_str() && is_at_or_under(p, d))
-                    .any(|p| !deletes.contains(p) && !removed_early.contains(p))
+                subtree(remote, d)
+                    .filter(|(p, _)| p.as_str() != d.as_str())
+                    .any(|(p, _)| !deletes.contains(p) && !removed_early.contains(p))
             })
             .cloned()
             .collect();

@@ -301,3 +301,39 @@ pub fn is_at_or_under(path: &str, prefix: &str) -> bool {
 pub fn count_files(snap: &Snapshot) -> usize {
     snap.values().filter(|e| e.kind != Kind::Dir).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtree_includes_the_path_and_children_but_not_look_alike_siblings() {
+        let snap: Snapshot = ["a", "a-b", "a.txt", "a/x", "a/x/y", "ab", "b"]
+            .iter()
+            .map(|p| (p.to_string(), Entry::dir()))
+            .collect();
+        let got: Vec<&str> = subtree(&snap, "a").map(|(k, _)| k.as_str()).collect();
+        assert_eq!(got, ["a", "a/x", "a/x/y"]);
+        assert_eq!(subtree(&snap, "").count(), snap.len());
+        assert_eq!(subtree(&snap, "a/x/y").count(), 1);
+        assert!(
+            is_at_or_under("a/b", "a") && !is_at_or_under("ab", "a") && is_at_or_under("x", "")
+        );
+    }
+
+    #[test]
+    fn mtimes_compare_to_the_second_when_one_side_has_no_nanoseconds() {
+        let f = |s, ns| Entry {
+            kind: Kind::File,
+            size: 1,
+            mtime: s,
+            mtime_nsec: ns,
+            exec: false,
+            target: None,
+        };
+        assert!(f(5, 10).same(&f(5, 0)));
+        assert!(f(5, 10).same(&f(5, 10)));
+        assert!(!f(5, 10).same(&f(5, 11)));
+        assert!(!f(5, 10).same(&f(6, 10)));
+    }
+}
