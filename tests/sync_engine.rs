@@ -654,3 +654,38 @@ fn initial_sync_falls_back_to_tar_when_the_agent_crashes() {
     );
     assert_eq!(read(&env.pod.join("a/b.txt")).as_deref(), Some("bee"));
 }
+
+#[test]
+fn a_change_the_pod_refuses_is_reported_and_the_pod_symlink_kept() {
+    let env = Env::new();
+    let l = env.local.path();
+    let p = env.pod.path().to_path_buf();
+    let outside = TempDir::new("eng-outside");
+    write(l, "a.txt", "one");
+    let st = seed(&env);
+    // The pod made a symlink to somewhere outside; locally a real directory of that name appears.
+    std::os::unix::fs::symlink(outside.path(), p.join("esc")).unwrap();
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
+    write(l, "esc/inner.txt", "must not leave the pod root");
+    wait_until("refusal reported", 10, || {
+        run.last().is_some_and(|s| {
+            s.state == SyncState::Active
+                && s.failed >= 1
+                && s.reason.as_deref().is_some_and(|r| r.contains("esc"))
+        })
+    });
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(p
+        .join("esc")
+        .symlink_metadata()
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // Other changes keep flowing.
+    write(l, "b.txt", "bee");
+    wait_until("later change", 10, || exists(&p.join("b.txt")));
+    run.finish().unwrap();
+}

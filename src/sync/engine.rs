@@ -369,6 +369,8 @@ pub struct SyncEngine {
     status: SyncStatus,
     watched: HashSet<String>,
     recent_deletes: VecDeque<(Instant, usize)>,
+    /// The last change the pod refused in the current batch (reported with the next status).
+    refusal: Option<String>,
     /// Consecutive agent start failures, and the reason once we gave up on the agent.
     agent_failures: u32,
     agent_broken: Option<String>,
@@ -392,6 +394,7 @@ impl SyncEngine {
             status: SyncStatus::new(),
             watched: HashSet::new(),
             recent_deletes: VecDeque::new(),
+            refusal: None,
             agent_failures: 0,
             agent_broken: None,
             unsaved: false,
@@ -528,10 +531,12 @@ impl SyncEngine {
         }
     }
 
+    /// Report a state. Active means the pod matches local as of now (a change the pod refused is
+    /// reported in `reason` and counted in `failed`).
     fn set(&mut self, status: &dyn Fn(&SyncStatus), state: SyncState, reason: Option<String>) {
         self.status.state = state;
         self.status.reason = reason;
-        if state == SyncState::Active && self.status.reason.is_none() {
+        if state == SyncState::Active {
             self.status.last_sync = Some(SystemTime::now());
         }
         status(&self.status);
@@ -719,7 +724,7 @@ impl SyncEngine {
         self.status.failed += stats.failed;
         for o in &outcomes {
             if let Outcome::Failed(why) = o {
-                self.status.reason = Some(format!("the pod refused a change: {why}"));
+                self.refusal = Some(format!("the pod refused a change: {why}"));
             }
         }
         Ok((outcomes, stats))
@@ -739,7 +744,8 @@ impl SyncEngine {
         if let Err(e) = self.rescan_classified(remote, &mut conn) {
             return e;
         }
-        self.set(status, SyncState::Active, None);
+        let refused = self.refusal.take();
+        self.set(status, SyncState::Active, refused);
         let mut idle_since = Instant::now();
         loop {
             if stop.is_stopped() {
@@ -781,17 +787,8 @@ impl SyncEngine {
             match res {
                 Ok(()) => {
                     self.persist(false);
-                    let reason = self
-                        .status
-                        .reason
-                        .take()
-                        .filter(|r| r.starts_with("the pod refused"));
-                    self.set(status, SyncState::Active, None);
-                    if reason.is_some() {
-                        self.status.reason = reason;
-                        status(&self.status);
-                        self.status.reason = None;
-                    }
+                    let refused = self.refusal.take();
+                    self.set(status, SyncState::Active, refused);
                 }
                 Err(e) => return e,
             }

@@ -249,12 +249,22 @@ impl Drop for AtomicFile {
     }
 }
 
-/// Create the directory `rel` (and its parents). A file or symlink in the way is replaced.
+/// Create the directory `rel` (and its parents). A file or symlink in the way is an error, never
+/// silently replaced (the sync plan removes or backs it up first when it knows about it).
 pub fn make_dir(root: &Path, rel: &str) -> Result<()> {
     let p = prepare_parent(root, rel, true)?;
     match fs::symlink_metadata(&p) {
-        Ok(m) if m.is_dir() && !m.file_type().is_symlink() => return Ok(()),
-        Ok(_) => fs::remove_file(&p).map_err(|e| Error::io(&p, e))?,
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(m) => {
+            let what = if m.file_type().is_symlink() {
+                "symlink"
+            } else {
+                "file"
+            };
+            return Err(Error::msg(format!(
+                "cannot create directory {rel:?}: a {what} is in the way"
+            )));
+        }
         Err(_) => {}
     }
     match fs::create_dir(&p) {
