@@ -201,11 +201,24 @@ pub fn ensure_agent(remote: &dyn Remote, opts: &InstallOptions) -> Result<AgentM
         home
     };
     let path = expand_home(&opts.path, &home);
+    // A read-only or noexec home is common in locked-down pods: /tmp is the second choice.
+    let mut candidates = vec![path.clone()];
+    if let Some(name) = Path::new(&path).file_name().and_then(|n| n.to_str()) {
+        let alt = format!("/tmp/.kodama/bin/{name}");
+        if alt != path {
+            candidates.push(alt);
+        }
+    }
     let want = super::server::version_line();
+    let runs = |p: &str| -> bool {
+        remote
+            .run(&[p.to_string(), "agent".into(), "version".into()], b"")
+            .is_ok_and(|o| o.code == 0 && o.stdout_str() == want)
+    };
     // Reuse an installed copy of this exact version.
-    if let Ok(o) = remote.run(&[path.clone(), "agent".into(), "version".into()], b"") {
-        if o.code == 0 && o.stdout_str() == want {
-            return Ok(AgentMode::Agent { path });
+    for c in &candidates {
+        if runs(c) {
+            return Ok(AgentMode::Agent { path: c.clone() });
         }
     }
     let binary = match &opts.binary {
@@ -216,30 +229,30 @@ pub fn ensure_agent(remote: &dyn Remote, opts: &InstallOptions) -> Result<AgentM
         return Ok(AgentMode::Fallback { reason });
     }
     let data = std::fs::read(&binary).map_err(|e| Error::io(&binary, e))?;
-    let copy = remote.run(
-        &sh(
-            "set -e; mkdir -p \"$(dirname \"$1\")\"; t=\"$1.tmp.$$\"; cat > \"$t\"; chmod 755 \"$t\"; mv -f \"$t\" \"$1\"",
-            &[&path],
-        ),
-        &data,
-    )?;
-    if copy.code != 0 {
-        return Ok(AgentMode::Fallback {
-            reason: format!("copying the agent to {path} failed: {}", copy.stderr_str()),
-        });
-    }
-    let o = remote.run(&[path.clone(), "agent".into(), "version".into()], b"")?;
-    if o.code == 0 && o.stdout_str() == want {
-        Ok(AgentMode::Agent { path })
-    } else {
-        Ok(AgentMode::Fallback {
-            reason: format!(
-                "the copied agent at {path} does not run (exit {}: {}); is the directory mounted noexec?",
-                o.code,
-                o.stderr_str()
+    let mut failures = Vec::new();
+    for c in &candidates {
+        let copy = remote.run(
+            &sh(
+                "set -e; mkdir -p \"$(dirname \"$1\")\"; t=\"$1.tmp.$$\"; \
+                 trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; chmod 755 \"$t\"; mv -f \"$t\" \"$1\"; trap - EXIT",
+                &[c],
             ),
-        })
+            &data,
+        )?;
+        if copy.code != 0 {
+            failures.push(format!("copying to {c} failed: {}", copy.stderr_str()));
+            continue;
+        }
+        if runs(c) {
+            return Ok(AgentMode::Agent { path: c.clone() });
+        }
+        failures.push(format!(
+            "the copy at {c} does not run (is the directory mounted noexec?)"
+        ));
     }
+    Ok(AgentMode::Fallback {
+        reason: failures.join("; "),
+    })
 }
 
 /// The argv that starts `agent <command> --root <root>` in the pod.
