@@ -37,7 +37,35 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
+/// `1536` → `1.5 KiB`.
+pub fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 impl Progress {
+    /// A one-line rendering for a TTY: `1200/20000 files, 45.2 MiB/200.0 MiB, 12.3 MiB/s`.
+    pub fn line(&self) -> String {
+        format!(
+            "{}/{} files, {}/{}, {}/s",
+            self.files_done,
+            self.files_total,
+            human_bytes(self.bytes_done as f64),
+            human_bytes(self.bytes_total as f64),
+            human_bytes(self.rate())
+        )
+    }
+
     /// Bytes per second so far.
     pub fn rate(&self) -> f64 {
         let s = self.elapsed.as_secs_f64();
@@ -1260,6 +1288,20 @@ mod tests {
         assert_eq!(s["bin"].kind, Kind::Dir);
         assert_eq!(s["ln"].kind, Kind::Symlink);
         assert_eq!(s["a|b.txt"].mtime, 1700000001);
+    }
+
+    #[test]
+    fn progress_line_is_human() {
+        let p = Progress {
+            files_done: 3,
+            files_total: 10,
+            bytes_done: 3 << 20,
+            bytes_total: 10 << 20,
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(p.line(), "3/10 files, 3.0 MiB/10.0 MiB, 1.5 MiB/s");
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(Progress::default().rate(), 0.0);
     }
 
     #[test]
