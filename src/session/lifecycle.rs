@@ -52,7 +52,13 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(line.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
 }
 
-fn delete_opt(client: &Client, res: &crate::kube::resource::Resource, ns: &str, name: &str, grace: Option<i64>) -> Result<bool> {
+fn delete_opt(
+    client: &Client,
+    res: &crate::kube::resource::Resource,
+    ns: &str,
+    name: &str,
+    grace: Option<i64>,
+) -> Result<bool> {
     let opts = DeleteOptions {
         grace_period_seconds: grace,
         ..DeleteOptions::default()
@@ -96,7 +102,11 @@ pub fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
     if !args.force
         && !confirm(&format!(
             "Delete session \"{name}\" in namespace \"{ns}\" (pod, editor config, secrets{})?",
-            if args.purge { ", and then its volumes" } else { "; volumes are kept" }
+            if args.purge {
+                ", and then its volumes"
+            } else {
+                "; volumes are kept"
+            }
         ))?
     {
         eprintln!("not deleted");
@@ -142,7 +152,10 @@ pub fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
         }
     } else {
         for p in &pvcs {
-            if client.get_opt(&PERSISTENT_VOLUME_CLAIMS, Some(ns), p)?.is_some() {
+            if client
+                .get_opt(&PERSISTENT_VOLUME_CLAIMS, Some(ns), p)?
+                .is_some()
+            {
                 kept.push(p.clone());
             }
         }
@@ -239,7 +252,11 @@ pub fn resume(ctx: &Ctx, args: &ResumeArgs) -> Result<()> {
         }
         wait_pod_gone(&client, &ns, &pod, Instant::now() + POD_GONE_TIMEOUT)?;
     }
-    let ws = client.get_opt(&PERSISTENT_VOLUME_CLAIMS, Some(&ns), &names::workspace_pvc(&name))?;
+    let ws = client.get_opt(
+        &PERSISTENT_VOLUME_CLAIMS,
+        Some(&ns),
+        &names::workspace_pvc(&name),
+    )?;
     let Some(ws) = ws else {
         return Err(Error::with_hint(
             format!(
@@ -302,7 +319,11 @@ fn resume_steps(
     let mut progress = Progress::new();
     // The claude-home volume is recreated (empty) if it was removed.
     if client
-        .get_opt(&PERSISTENT_VOLUME_CLAIMS, Some(&ns), &names::claude_home_pvc(&name))?
+        .get_opt(
+            &PERSISTENT_VOLUME_CLAIMS,
+            Some(&ns),
+            &names::claude_home_pvc(&name),
+        )?
         .is_none()
     {
         progress.line(&format!(

@@ -240,7 +240,8 @@ pub fn collect(ctx: &Ctx, all: bool) -> Result<Vec<Row>> {
         let current = match ctx.namespace_flag() {
             Some(n) => n.to_string(),
             None => {
-                let loaded = config::load(ctx.config_dir().ok().as_deref(), None, &Layer::default())?;
+                let loaded =
+                    config::load(ctx.config_dir().ok().as_deref(), None, &Layer::default())?;
                 loaded.settings.namespace_or(Some(client.namespace()))
             }
         };
@@ -367,11 +368,21 @@ fn table(ctx: &Ctx, rows: &[Row], wide: bool) -> String {
             l.push(r.branch().unwrap_or_else(|| "-".into()));
             l.push(r.node().unwrap_or_else(|| "-".into()));
         }
-        lines.push(l.into_iter().map(|s| crate::term::sanitize_for_tty(&s)).collect());
+        lines.push(
+            l.into_iter()
+                .map(|s| crate::term::sanitize_for_tty(&s))
+                .collect(),
+        );
     }
     let n = lines[0].len();
     let widths: Vec<usize> = (0..n)
-        .map(|i| lines.iter().map(|l| l[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for l in &lines {

@@ -143,10 +143,7 @@ fn human(v: &Value) -> String {
     if !v["git"].is_null() {
         let commit = s("/git/commit");
         let short: String = commit.chars().take(12).collect();
-        out.push_str(&format!(
-            "Last commit: {short} {}\n",
-            s("/git/subject")
-        ));
+        out.push_str(&format!("Last commit: {short} {}\n", s("/git/subject")));
         out.push_str(&format!(
             "Changed:    {} file(s) since {} ({} uncommitted)\n",
             s("/git/changedFiles"),
@@ -174,7 +171,10 @@ fn human(v: &Value) -> String {
     if let Some(notes) = v["notes"].as_array() {
         for n in notes {
             if let Some(n) = n.as_str() {
-                out.push_str(&format!("Note:       {}\n", crate::term::sanitize_for_tty(n)));
+                out.push_str(&format!(
+                    "Note:       {}\n",
+                    crate::term::sanitize_for_tty(n)
+                ));
             }
         }
     }

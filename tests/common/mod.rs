@@ -322,6 +322,26 @@ impl Kodama {
         self.config_dir.join(&format!("sessions/{s}.yaml"))
     }
 
+    /// A kodama API client for this cluster (the current kubeconfig).
+    pub fn client(&self) -> kodama::kube::Client {
+        kodama::kube::Client::from_overrides(&kodama::kube::Overrides {
+            kubeconfig: Some(self.kubeconfig.clone()),
+            ..Default::default()
+        })
+        .expect("kube client for the sim")
+    }
+
+    /// Run `argv` in session `s`'s pod (container `session`): (exit code, stdout).
+    pub fn exec(&self, ns: &str, s: &str, argv: &[&str]) -> (i32, String) {
+        use kodama::remote::Remote;
+        let client = self.client();
+        let pod = format!("kodama-{s}");
+        let r = kodama::session::podremote::PodRemote::new(&client, ns, &pod, Some("session"));
+        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+        let out = r.run(&argv, b"").expect("exec in pod");
+        (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The request journal.
     pub fn journal(&self) -> Vec<JournalEntry> {
         self.sim.journal()
