@@ -392,5 +392,9 @@ fn resume_steps(
             let hint = super::start::start_failure_hint(&e.to_string(), &ns, &pod_name);
             e.hinted(hint)
         }
-    })
+    })?;
+    let remote =
+        super::podremote::PodRemote::new(client, &ns, &pod_name, Some(manifest::MAIN_CONTAINER));
+    super::start::prepare_pod(&remote);
+    Ok(())
 }

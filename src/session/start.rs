@@ -549,6 +549,7 @@ fn create_steps(
         return Err(Error::Interrupted);
     }
 
+    prepare_pod(&remote);
     let mut meta = spec.meta.clone();
     if let Some(repo) = &plan.repo {
         let cr = clone(plan, repo, &remote, intr, reused_workspace)?;
@@ -982,4 +983,20 @@ fn annotate(
 /// were applied at start and are not re-read).
 pub fn default_editor() -> EditorConfig {
     EditorConfig::defaults()
+}
+
+/// Per-pod setup after Ready, best effort: the workspace volume's root belongs to root (or the
+/// volume's owner), which git refuses as "dubious ownership"; trust /workspace in the session
+/// user's git config (in $HOME, an emptyDir, so it is redone on every start and resume).
+pub fn prepare_pod(remote: &PodRemote) {
+    use crate::remote::Remote;
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        "command -v git >/dev/null 2>&1 || exit 0; git config --global --get-all safe.directory 2>/dev/null | grep -qx /workspace || git config --global --add safe.directory /workspace",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _ = remote.run(&argv, b"");
 }

@@ -46,7 +46,23 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     if found.is_running() {
         let remote = resolve::remote_for(ctx, &found)?;
         match records::run_status(&remote, &Access::Shell, HOME_DIR, None) {
-            Ok(Some(m)) => run = serde_json::to_value(&m).unwrap_or(Value::Null),
+            Ok(Some(m)) => {
+                run = serde_json::to_value(&m).unwrap_or(Value::Null);
+                // Keep list's AGENT column (read from the local file) current.
+                if found.record.is_some() {
+                    if let Ok(store) = ctx.store() {
+                        let _ = store.update(&found.name, |r| {
+                            let a = r.agent.get_or_insert_with(Default::default);
+                            if a.last_run_id.as_deref() != Some(m.id.as_str()) {
+                                a.runs += 1;
+                                a.last_run_id = Some(m.id.clone());
+                            }
+                            a.last_run_status = Some(m.status.as_str().to_string());
+                            a.last_run_started_at = Some(m.started_at.clone());
+                        });
+                    }
+                }
+            }
             Ok(None) => {}
             Err(e) => notes.push(format!("agent run: {e}")),
         }

@@ -456,8 +456,14 @@ pub fn bare_repo(root: &TempDir, files: &[(&str, &str)]) -> PathBuf {
             bare.to_str().expect("utf8"),
         ],
     );
+    // Owned by the pod user (uid 1000): git refuses repositories owned by someone else
+    // ("dubious ownership"), also as the source of a local clone.
     let _ = Command::new("chmod")
         .args(["-R", "a+rX"])
+        .arg(&bare)
+        .status();
+    let _ = Command::new("chown")
+        .args(["-R", "1000:1000"])
         .arg(&bare)
         .status();
     bare
