@@ -94,6 +94,31 @@ fn dry_run_prints_every_manifest_redacted_and_sends_no_request() {
     assert_eq!(v["kind"], "List");
     assert!(v["items"].as_array().expect("items").len() >= 5, "{json}");
     assert!(!json.stdout.contains(token));
+    let gpu = k.run(&[
+        "start",
+        "dr",
+        "--no-sync",
+        "--resource",
+        "nvidia.com/gpu=1",
+        "--cpu",
+        "2",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&gpu.ok().stdout).expect("json");
+    let pod = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "Pod")
+        .expect("pod")
+        .clone();
+    let res = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(res["limits"]["nvidia.com/gpu"], "1", "{res}");
+    assert_eq!(res["limits"]["cpu"], "2");
+    assert_ne!(res["requests"]["cpu"], "0", "never a zero CPU request");
+    assert!(kodama::manifest::pss::check_restricted(&pod).is_empty());
     assert!(
         k.journal().is_empty(),
         "dry-run talked to the API server: {:?}",

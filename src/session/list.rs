@@ -340,6 +340,7 @@ fn age(r: &Row) -> String {
 
 fn table(ctx: &Ctx, rows: &[Row], wide: bool) -> String {
     if rows.is_empty() {
+        eprintln!("no sessions found (start one with `kubectl kodama start NAME`; `list -A` looks in every namespace)");
         return String::new();
     }
     let mut lines: Vec<Vec<String>> = Vec::new();
