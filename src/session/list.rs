@@ -430,3 +430,78 @@ pub fn to_schema(ctx: &Ctx, r: &Row) -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(phase: &str, ready: bool, waiting: Option<&str>) -> Value {
+        let mut p = json!({
+            "metadata": {"name": "kodama-x"},
+            "status": {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}],
+            }
+        });
+        if let Some(w) = waiting {
+            p["status"]["containerStatuses"] = json!([{"state": {"waiting": {"reason": w}}}]);
+        }
+        p
+    }
+
+    #[test]
+    fn reconcile_table() {
+        let pvc = json!({"metadata": {"name": "kodama-workspace-x"}});
+        let mut running = SessionRecord::new("x", "default");
+        running.status = SessionStatus::Running;
+        let mut stopped = running.clone();
+        stopped.status = SessionStatus::Stopped;
+        let cases: Vec<(Option<Value>, Option<&Value>, Option<&SessionRecord>, &str)> = vec![
+            (
+                Some(pod("Running", true, None)),
+                Some(&pvc),
+                Some(&running),
+                "Running",
+            ),
+            (
+                Some(pod("Running", false, Some("CrashLoopBackOff"))),
+                None,
+                None,
+                "CrashLoopBackOff",
+            ),
+            (Some(pod("Running", false, None)), None, None, "NotReady"),
+            (
+                Some(pod("Pending", false, Some("ImagePullBackOff"))),
+                None,
+                None,
+                "ImagePullBackOff",
+            ),
+            (
+                Some(pod("Pending", false, Some("ContainerCreating"))),
+                None,
+                None,
+                "Pending",
+            ),
+            (Some(pod("Failed", false, None)), None, None, "Failed"),
+            (None, Some(&pvc), Some(&running), "PodDeleted"),
+            (None, Some(&pvc), Some(&stopped), "Stopped"),
+            (None, Some(&pvc), None, "Stopped"),
+            (None, None, Some(&running), "NotFound"),
+        ];
+        for (p, v, r, want) in cases {
+            assert_eq!(
+                reconcile(p.as_ref(), v, r),
+                want,
+                "pod {p:?} record {:?}",
+                r.map(|r| r.status)
+            );
+        }
+        let mut t = pod("Running", true, None);
+        t["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+        assert_eq!(reconcile(Some(&t), None, None), "Terminating");
+        let mut u = pod("Pending", false, None);
+        u["status"]["conditions"] =
+            json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]);
+        assert_eq!(reconcile(Some(&u), None, None), "Unschedulable");
+    }
+}

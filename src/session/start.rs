@@ -1000,3 +1000,36 @@ pub fn prepare_pod(remote: &PodRemote) {
     .collect();
     let _ = remote.run(&argv, b"");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_name_the_stage() {
+        let mut p = PodProgress {
+            phase: "Pending".into(),
+            scheduled: None,
+            waiting_reason: None,
+            message: None,
+            ready: false,
+        };
+        assert_eq!(
+            describe_progress("kodama-x", &p),
+            "waiting for pod kodama-x: scheduling"
+        );
+        p.scheduled = Some(true);
+        p.waiting_reason = Some("ContainerCreating".into());
+        assert!(describe_progress("kodama-x", &p).contains("pulling image"));
+        p.ready = true;
+        assert!(describe_progress("kodama-x", &p).ends_with("ready"));
+    }
+
+    #[test]
+    fn failure_hints_give_a_way_out() {
+        assert!(start_failure_hint("ImagePullBackOff: x", "ns", "p").contains("--image"));
+        assert!(start_failure_hint("0/1 nodes: Insufficient cpu", "ns", "p").contains("--cpu"));
+        assert!(start_failure_hint("something else", "ns", "p")
+            .contains("kubectl describe pod p -n ns"));
+    }
+}
