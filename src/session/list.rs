@@ -456,7 +456,13 @@ mod tests {
         running.status = SessionStatus::Running;
         let mut stopped = running.clone();
         stopped.status = SessionStatus::Stopped;
-        let cases: Vec<(Option<Value>, Option<&Value>, Option<&SessionRecord>, &str)> = vec![
+        type Case<'a> = (
+            Option<Value>,
+            Option<&'a Value>,
+            Option<&'a SessionRecord>,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 Some(pod("Running", true, None)),
                 Some(&pvc),
