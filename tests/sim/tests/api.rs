@@ -72,6 +72,14 @@ fn authentication_and_authorization() {
         f.json()["message"],
         r#"pods is forbidden: User "sim-restricted" cannot list resource "pods" in API group "" at the cluster scope"#
     );
+    let f = r
+        .get("/api/v1/namespaces/default/pods/x/exec?command=sh")
+        .expect("exec");
+    assert_eq!(f.code, 403);
+    assert_eq!(
+        f.json()["message"],
+        r#"pods "x" is forbidden: User "sim-restricted" cannot get resource "pods/exec" in API group "" in the namespace "default""#
+    );
     // Discovery is open to every authenticated user.
     assert_eq!(r.get("/api/v1").expect("disc").code, 200);
 
