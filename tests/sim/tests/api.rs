@@ -1243,3 +1243,39 @@ fn delete_collection_honours_selectors() {
     let j = c.journal();
     assert_eq!(j.last().expect("entry").method, "DELETE");
 }
+
+#[test]
+fn concurrent_patches_lose_no_update() {
+    let c = cluster();
+    let a = admin(&c);
+    a.post(
+        "/api/v1/namespaces/default/configmaps",
+        &cm("hot", json!({})),
+    )
+    .expect("cm");
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let mut conn = a.connect().expect("conn");
+                for i in 0..10 {
+                    let body = format!(r#"{{"data":{{"k{t}-{i}":"v"}}}}"#);
+                    conn.send(
+                        "PATCH",
+                        "/api/v1/namespaces/default/configmaps/hot",
+                        Some("application/merge-patch+json"),
+                        &[],
+                        body.as_bytes(),
+                    )
+                    .expect("send");
+                    assert_eq!(conn.read_response().expect("resp").code, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let data = c.get("configmaps", "default", "hot").expect("cm")["data"].clone();
+    assert_eq!(data.as_object().expect("data").len(), 61, "{data}");
+}

@@ -1368,20 +1368,29 @@ fn patch_object(
         let p: Json = serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!("couldn't decode the patch as JSON: {e}"))
         })?;
-        let cur = get(api, rd, ns, name)?;
-        let mut new = cur.clone();
-        match ct.as_str() {
-            "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
-            "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p),
-            "application/json-patch+json" => json_patch(&mut new, &p)?,
-            other => {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"), None));
+        // Like the real server, a patch without a resourceVersion precondition is retried when
+        // a concurrent write wins the race.
+        let mut attempts = 0;
+        loop {
+            let cur = get(api, rd, ns, name)?;
+            let mut new = cur.clone();
+            match ct.as_str() {
+                "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
+                "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p),
+                "application/json-patch+json" => json_patch(&mut new, &p)?,
+                other => {
+                    return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"), None));
+                }
+            }
+            if p["metadata"]["resourceVersion"].is_null() {
+                new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            }
+            let precondition = !p["metadata"]["resourceVersion"].is_null();
+            match replace(api, rd, ns, name, new, status_only, manager, dry_run(req)) {
+                Err(e) if e.code == 409 && !precondition && attempts < 5 => attempts += 1,
+                other => return other,
             }
         }
-        if p["metadata"]["resourceVersion"].is_null() {
-            new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-        }
-        replace(api, rd, ns, name, new, status_only, manager, dry_run(req))
     }
 }
 
