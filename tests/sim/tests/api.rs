@@ -1279,3 +1279,34 @@ fn concurrent_patches_lose_no_update() {
     let data = c.get("configmaps", "default", "hot").expect("cm")["data"].clone();
     assert_eq!(data.as_object().expect("data").len(), 61, "{data}");
 }
+
+#[test]
+fn watch_expiry_fault() {
+    let c = cluster();
+    let a = admin(&c);
+    c.faults().expire_next_watch("/configmaps?watch");
+    let mut w = a
+        .watch("/api/v1/namespaces/default/configmaps?watch=1")
+        .expect("watch");
+    assert_eq!(w.code, 200);
+    let e = w
+        .next_event(Duration::from_secs(5))
+        .expect("ev")
+        .expect("some");
+    assert_eq!(e["type"], "ERROR");
+    assert_eq!(e["object"]["code"], 410);
+    assert_eq!(e["object"]["reason"], "Expired");
+    assert!(w.next_event(Duration::from_secs(5)).expect("end").is_none());
+    // One-shot: the next watch works.
+    a.post("/api/v1/namespaces/default/configmaps", &cm("x", json!({})))
+        .expect("cm");
+    let mut w = a
+        .watch("/api/v1/namespaces/default/configmaps?watch=1")
+        .expect("watch");
+    assert_eq!(
+        w.next_event(Duration::from_secs(5))
+            .expect("ev")
+            .expect("some")["type"],
+        "ADDED"
+    );
+}

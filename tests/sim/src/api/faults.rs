@@ -37,6 +37,7 @@ pub struct FaultState {
     fails: Mutex<Vec<FailRule>>,
     latencies: Mutex<Vec<LatencyRule>>,
     drops: Mutex<Vec<DropRule>>,
+    watch_expiries: Mutex<Vec<String>>,
 }
 
 fn matches(method: &Option<String>, pattern: &str, req_method: &str, target: &str) -> bool {
@@ -84,7 +85,24 @@ impl FaultState {
         });
     }
 
+    pub fn add_watch_expiry(&self, pattern: &str) {
+        lock(&self.watch_expiries).push(pattern.into());
+    }
+
+    /// Should this watch start with an in-band 410 Expired (one-shot)?
+    pub fn take_watch_expiry(&self, target: &str) -> bool {
+        let mut g = lock(&self.watch_expiries);
+        match g.iter().position(|p| target.contains(p.as_str())) {
+            Some(i) => {
+                g.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn clear(&self) {
+        lock(&self.watch_expiries).clear();
         lock(&self.fails).clear();
         lock(&self.latencies).clear();
         lock(&self.drops).clear();

@@ -185,9 +185,10 @@ pub fn handle(
                 body.as_bytes(),
             ))
         }
-        Ok(Resp::Watch(spec)) => {
+        Ok(Resp::Watch(mut spec)) => {
             entry.code = 200;
             api.record(entry);
+            spec.force_expired = api.faults.take_watch_expiry(&target);
             match run_watch(api, &spec, conn) {
                 Ok(()) => Outcome::KeepAlive,
                 Err(_) => Outcome::Close,
@@ -1681,6 +1682,8 @@ pub struct WatchSpec {
     bookmarks: bool,
     timeout: Duration,
     table: Option<Option<String>>,
+    /// Fault injection: answer with an in-band 410 Expired at once.
+    force_expired: bool,
 }
 
 fn watch_spec(
@@ -1720,6 +1723,7 @@ fn watch_spec(
         bookmarks: req.q_bool("allowWatchBookmarks"),
         timeout: Duration::from_secs(timeout),
         table,
+        force_expired: false,
     })
 }
 
@@ -1762,6 +1766,21 @@ fn run_watch(api: &Arc<Api>, spec: &WatchSpec, conn: &mut dyn Write) -> io::Resu
     let (epoch, mut last_rv, initial) = {
         let g = api.store.read();
         match spec.from_rv {
+            _ if spec.force_expired => {
+                let rv = spec.from_rv.unwrap_or(g.rv);
+                let st = status_failure(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {rv} ({})", g.rv),
+                    None,
+                );
+                drop(g);
+                let mut line =
+                    serde_json::to_vec(&json!({"type": "ERROR", "object": st})).unwrap_or_default();
+                line.push(b'\n');
+                w.write_all(&line)?;
+                return w.finish();
+            }
             Some(rv) if rv < g.compacted_rv => {
                 let st = status_failure(
                     410,
