@@ -133,6 +133,11 @@ impl FaultState {
             503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
             504 => ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing the request"),
             500 => ("InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            410 => ("Expired", "The resourceVersion for the provided list is too old."),
+            401 => ("Unauthorized", "Unauthorized"),
+            403 => ("Forbidden", "forbidden: injected fault"),
+            404 => ("NotFound", "the server could not find the requested resource"),
+            409 => ("Conflict", "Operation cannot be fulfilled: injected fault"),
             _ => ("", "injected fault"),
         };
         let mut e = ApiError::new(r.code, reason, msg, None);
