@@ -10,6 +10,8 @@
 //!   on any tty, not only the process's own stdin/stdout (tests use a pty).
 //! * [`sanitize_for_tty`] strips control and escape sequences from remote text before we print it in our
 //!   own messages.
+//! * [`sys`] holds the few process-level OS calls (new session, signalling a process group, SIGPIPE),
+//!   kept here so that every `unsafe` block of the crate lives in this one module.
 //!
 //! May import: error.
 
@@ -20,6 +22,8 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+pub mod sys;
 
 /// File descriptor of standard input.
 pub const STDIN_FD: RawFd = 0;
