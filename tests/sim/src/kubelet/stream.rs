@@ -176,7 +176,7 @@ pub fn serve(inner: &Arc<Inner>, req: StreamRequest, mut conn: Box<dyn Conn>) {
         return;
     };
     match plan {
-        Plan::Exec(x) => exec(inner, &pod, &mut ws, proto, x),
+        Plan::Exec(x) => exec(&pod, &mut ws, proto, x),
         Plan::Attach(a) => attach(&mut ws, proto, a),
         Plan::PortForward(ports) => port_forward(&pod, &mut ws, ports),
     }
@@ -533,7 +533,7 @@ fn resize(fd: &OwnedFd, payload: &[u8]) {
     }
 }
 
-fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPlan) {
+fn exec(pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPlan) {
     let (tx, rx) = channel::<Msg>();
     let _ = tx.send(Msg::Frame(first_channel(x.stdout, x.stderr), Vec::new()));
     let (io, master) = if x.tty {
@@ -655,7 +655,6 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
         // (it is still killed with the pod).
         std::thread::spawn(cleanup);
     }
-    let _ = inner;
 }
 
 fn attach(ws: &mut Ws, proto: Proto, a: AttachPlan) {
