@@ -248,7 +248,7 @@ impl StopHandle {
 }
 
 /// The engine's state for `list`/`status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SyncState {
     /// Connecting or reconnecting to the pod.
     Connecting,
@@ -260,8 +260,9 @@ pub enum SyncState {
     Stopped,
 }
 
-/// A status report, sent on every state change and after every batch.
-#[derive(Debug, Clone, PartialEq)]
+/// A status report, sent on every state change, after every batch and after every keepalive.
+/// Serializable, for the status file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SyncStatus {
     pub state: SyncState,
     /// When the pod last matched local (end of the last successful batch or rescan).
