@@ -164,11 +164,18 @@ pub fn initial_sync(
             "check the pod's free space and that the workspace is writable; `kubectl kodama sync <name> --once` retries",
         ));
     }
+    // What could not be read was not sent: it is not part of the agreed state.
+    let mut sent = snap;
+    let mut skipped = scanned.skipped;
+    for (path, why) in &stats.skipped {
+        sent.remove(path);
+        skipped.push(format!("{path}: {why}"));
+    }
     let st = Stats {
         archive: stats,
         elapsed: start.elapsed(),
-        skipped: scanned.skipped,
-        sent: snap,
+        skipped,
+        sent,
         transport,
     };
     progress(&Progress {
@@ -888,6 +895,9 @@ impl SyncEngine {
             dirty.extend(dirs);
         }
         if rescan || dirty.contains("") {
+            // The root itself changed (or the watcher lost track): it may be a new directory by
+            // now (rm -rf && git clone), so every watch is set up again.
+            self.watched.clear();
             self.watch_tree(watcher, "").map_err(End::Fatal)?;
             return self.rescan_classified(remote, conn);
         }
