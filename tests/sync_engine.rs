@@ -723,3 +723,26 @@ fn a_sync_root_swapped_for_a_new_directory_is_watched_again() {
     let _ = std::fs::remove_dir_all(&old);
     std::fs::create_dir_all(fresh.path()).unwrap();
 }
+
+#[test]
+fn a_missing_sync_directory_is_an_error_status_not_a_hang() {
+    let env = Env::new();
+    let rules = env.rules();
+    std::fs::remove_dir_all(env.local.path()).unwrap();
+    let mut engine = SyncEngine::new(rules, env.opts());
+    let last = Arc::new(Mutex::new(None::<SyncStatus>));
+    let l2 = last.clone();
+    let remote = env.remote.clone();
+    let factory = move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
+    let e = engine
+        .run(&factory, &StopHandle::new(), &|s| {
+            *l2.lock().unwrap() = Some(s.clone())
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("sync directory"), "{e}");
+    assert_eq!(
+        last.lock().unwrap().as_ref().unwrap().state,
+        SyncState::Error
+    );
+    std::fs::create_dir_all(env.local.path()).unwrap();
+}

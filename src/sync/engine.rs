@@ -490,7 +490,7 @@ impl SyncEngine {
         status: &dyn Fn(&SyncStatus),
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel::<WatchMsg>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) => {
                     if ev.kind.is_access() {
@@ -514,8 +514,18 @@ impl SyncEngine {
             };
             let _ = tx.send(msg);
         })
-        .map_err(|e| Error::msg(format!("starting the file watcher: {e}")))?;
-        self.watch_tree(&mut watcher, "")?;
+        .map_err(|e| Error::msg(format!("starting the file watcher: {e}")));
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                self.set(status, SyncState::Error, Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.watch_tree(&mut watcher, "") {
+            self.set(status, SyncState::Error, Some(e.to_string()));
+            return Err(e);
+        }
         self.set(status, SyncState::Connecting, None);
 
         let mut backoff = Duration::from_millis(100);
