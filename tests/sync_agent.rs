@@ -440,3 +440,27 @@ fn the_real_binary_serves_the_protocol() {
         "through a real process"
     );
 }
+
+#[test]
+fn bye_ends_the_session_even_when_stdin_stays_open() {
+    use kodama::agent::protocol::{read_hello, read_msg, write_hello, write_msg, Msg};
+    let pod = TempDir::new("agent-pod");
+    let (c_in, s_in) = UnixStream::pair().unwrap();
+    let (c_out, s_out) = UnixStream::pair().unwrap();
+    let root = pod.path().to_path_buf();
+    let h = std::thread::spawn(move || {
+        let mut i = s_in;
+        let mut o = s_out;
+        server::serve(&root, &mut i, &mut o)
+    });
+    let mut w = c_in;
+    let mut r = c_out;
+    write_hello(&mut w).unwrap();
+    read_hello(&mut r).unwrap();
+    write_msg(&mut w, &Msg::Bye).unwrap();
+    std::io::Write::flush(&mut w).unwrap();
+    sync_common::wait_until("agent exits on bye", 5, || h.is_finished());
+    h.join().unwrap().unwrap();
+    assert_eq!(read_msg(&mut r).unwrap(), None, "clean end of stream");
+    drop(w);
+}

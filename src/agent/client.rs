@@ -375,6 +375,7 @@ impl AgentClient {
 
     /// Close our side and wait for the agent to exit; returns its exit code when it ran as a process.
     pub fn close(mut self) -> Result<Option<i32>> {
+        let _ = protocol::write_msg(&mut self.w, &Msg::Bye);
         let _ = self.w.flush();
         let AgentClient { w, proc, .. } = self;
         drop(w);

@@ -10,6 +10,7 @@
 //! in order: `Pong` for a ping, exactly one `Ok` or `Err{path, message}` per change (a file is one
 //! change, answered after `FileEnd` once it is in place), `ListChunk`… `ListEnd` or `Err` for a list,
 //! `HashReply` or `Err` for a hash. So the client knows exactly which changes reached the pod.
+//! `Bye` ends the session without needing stdin EOF.
 //!
 //! May import: error, sync::scan (the Entry type).
 
@@ -80,6 +81,9 @@ pub enum Msg {
         path: String,
         message: String,
     },
+    /// Client → server: end the session (the agent exits even when stdin never closes, as over a
+    /// v4 exec stream).
+    Bye,
 }
 
 impl Msg {
@@ -104,6 +108,7 @@ impl Msg {
             Msg::HashReply { .. } => "hash-reply",
             Msg::Ok => "ok",
             Msg::Err { .. } => "error",
+            Msg::Bye => "bye",
         }
     }
 }
@@ -127,6 +132,7 @@ mod tag {
     pub const HASH_REPLY: u8 = 0x24;
     pub const OK: u8 = 0x30;
     pub const ERR: u8 = 0x31;
+    pub const BYE: u8 = 0x3f;
 }
 
 struct Enc(Vec<u8>);
@@ -302,6 +308,7 @@ pub fn encode(m: &Msg) -> Vec<u8> {
             e.str(path);
             e.str(message);
         }
+        Msg::Bye => e.u8(tag::BYE),
     }
     let len = (e.0.len() - 4) as u32;
     e.0[..4].copy_from_slice(&len.to_be_bytes());
@@ -396,6 +403,7 @@ pub fn decode(body: &[u8]) -> io::Result<Msg> {
             path: d.str()?,
             message: d.str()?,
         },
+        tag::BYE => Msg::Bye,
         other => return Err(bad(&format!("unknown message type 0x{other:02x}"))),
     };
     if !d.0.is_empty() {
@@ -557,6 +565,7 @@ mod tests {
                 path: "p".into(),
                 message: "no".into(),
             },
+            Msg::Bye,
         ];
         let mut buf = Vec::new();
         for m in &msgs {

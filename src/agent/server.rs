@@ -234,6 +234,10 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
             },
         };
         let out = match msg {
+            Msg::Bye => {
+                w.flush().map_err(io)?;
+                return Ok(());
+            }
             Msg::Ping(n) => Some(Msg::Pong(n)),
             Msg::Mkdir { path } => Some(reply(safefs::make_dir(&root, &path), &path)),
             Msg::Symlink { path, target } => {
