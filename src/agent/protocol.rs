@@ -6,7 +6,7 @@
 //! UTF-8 bytes; integers are big-endian.
 //!
 //! Client → server: `Ping`, the changes (`Mkdir`, `Symlink`, `Chmod`, `Delete`, `Rename`, and a file
-//! as `FileBegin`, any number of `FileChunk`, `FileEnd`), queries (`List`, `Hash`). The server answers
+//! as `FileBegin`, any number of `FileChunk`, then `FileEnd` or `FileAbort`), queries (`List`, `Hash`). The server answers
 //! in order: `Pong` for a ping, exactly one `Ok` or `Err{path, message}` per change (a file is one
 //! change, answered after `FileEnd` once it is in place), `ListChunk`… `ListEnd` or `Err` for a list,
 //! `HashReply` or `Err` for a hash. So the client knows exactly which changes reached the pod.
@@ -81,6 +81,10 @@ pub enum Msg {
         path: String,
         message: String,
     },
+    /// Client → server: drop the file being sent (the local read failed); answered with `Err`.
+    FileAbort {
+        reason: String,
+    },
     /// Client → server: end the session (the agent exits even when stdin never closes, as over a
     /// v4 exec stream).
     Bye,
@@ -108,6 +112,7 @@ impl Msg {
             Msg::HashReply { .. } => "hash-reply",
             Msg::Ok => "ok",
             Msg::Err { .. } => "error",
+            Msg::FileAbort { .. } => "file-abort",
             Msg::Bye => "bye",
         }
     }
@@ -132,6 +137,7 @@ mod tag {
     pub const HASH_REPLY: u8 = 0x24;
     pub const OK: u8 = 0x30;
     pub const ERR: u8 = 0x31;
+    pub const FILE_ABORT: u8 = 0x18;
     pub const BYE: u8 = 0x3f;
 }
 
@@ -308,6 +314,10 @@ pub fn encode(m: &Msg) -> Vec<u8> {
             e.str(path);
             e.str(message);
         }
+        Msg::FileAbort { reason } => {
+            e.u8(tag::FILE_ABORT);
+            e.str(reason);
+        }
         Msg::Bye => e.u8(tag::BYE),
     }
     let len = (e.0.len() - 4) as u32;
@@ -403,6 +413,7 @@ pub fn decode(body: &[u8]) -> io::Result<Msg> {
             path: d.str()?,
             message: d.str()?,
         },
+        tag::FILE_ABORT => Msg::FileAbort { reason: d.str()? },
         tag::BYE => Msg::Bye,
         other => return Err(bad(&format!("unknown message type 0x{other:02x}"))),
     };
@@ -564,6 +575,9 @@ mod tests {
             Msg::Err {
                 path: "p".into(),
                 message: "no".into(),
+            },
+            Msg::FileAbort {
+                reason: "disk".into(),
             },
             Msg::Bye,
         ];

@@ -279,6 +279,17 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
                 }
                 None
             }
+            Msg::FileAbort { reason } => {
+                // Dropping the AtomicFile removes its temporary file: nothing half-written stays.
+                let path = match std::mem::replace(&mut incoming, Incoming::None) {
+                    Incoming::Writing { path, .. } | Incoming::Failed { path, .. } => path,
+                    Incoming::None => String::new(),
+                };
+                Some(Msg::Err {
+                    path,
+                    message: format!("not written: the client could not read the file: {reason}"),
+                })
+            }
             Msg::FileEnd => match std::mem::replace(&mut incoming, Incoming::None) {
                 Incoming::Writing {
                     file,
