@@ -407,10 +407,8 @@ fn a_broken_agent_process_is_reported_with_its_stderr() {
     assert!(matches!(e.root(), kodama::Error::Transport { .. }));
 }
 
-/// The same protocol against the real binary, through the hidden `agent` subcommand. Enable when
-/// main.rs dispatches `kubectl-kodama agent …` to `kodama::agent::server::main`.
+/// The same protocol against the real binary, through the hidden `agent` subcommand.
 #[test]
-#[ignore = "needs main.rs to dispatch the hidden `agent` subcommand (lead's wiring)"]
 fn the_real_binary_serves_the_protocol() {
     let local = TempDir::new("agent-bin-local");
     let pod = TempDir::new("agent-bin-pod");
