@@ -410,7 +410,7 @@ impl Drop for SignalPipe {
 
 /// Strip control characters and terminal escape sequences from remote text before we print it in
 /// our own messages: ESC sequences (CSI, OSC, DCS and two-byte forms), C0 controls except newline
-/// and tab, DEL, and C1 controls. Printable Unicode is kept.
+/// and tab, DEL, C1 controls, and bidirectional overrides. Printable Unicode is kept.
 pub fn sanitize_for_tty(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
@@ -444,6 +444,8 @@ pub fn sanitize_for_tty(s: &str) -> String {
             },
             '\n' | '\t' => out.push(c),
             c if c.is_control() => {}
+            // Bidirectional overrides and isolates can make text display in another order.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
             c => out.push(c),
         }
     }
@@ -468,6 +470,10 @@ mod tests {
             ("del\u{7f}", "del"),
             ("ユニコード ok", "ユニコード ok"),
             ("lone esc\u{1b}", "lone esc"),
+            (
+                "bidi \u{202e}txt.exe\u{202c} \u{2066}x\u{2069}",
+                "bidi txt.exe x",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(sanitize_for_tty(input), want, "{input:?}");
