@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kodama::kube::exec::{ExecProcess, ExecRequest, StdinEof};
+use kodama::kube::exec::{ExecProcess, ExecRequest, PodRemote, StdinEof};
 use kodama::kube::ws::codec::Protocol;
 use kodama::kube::ws::session::SessionConfig;
 use kodama::kube::ws::{Dialer, TcpDialer, WsTransport};
@@ -27,20 +27,15 @@ fn dialer(s: &Server) -> TcpDialer {
     TcpDialer::new(s.addr)
 }
 
-/// A `Remote` over our exec, as `session` will build it.
-struct ExecRemote(TcpDialer);
-
-impl Remote for ExecRemote {
-    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn RemoteProcess>> {
-        let p = ExecProcess::spawn(&self.0, &ExecRequest::new("dev", "web", argv))?;
-        Ok(Box::new(p))
-    }
+/// The production `Remote` over exec.
+fn pod_remote(d: TcpDialer) -> PodRemote<TcpDialer> {
+    PodRemote::new(d, "dev", "web", None)
 }
 
 #[test]
 fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
     let s = Server::start(true);
-    let r = ExecRemote(dialer(&s));
+    let r = PodRemote::new(dialer(&s), "dev", "web", Some("main"));
     let out = r.run(&["cat".into()], b"hello\nworld\n").expect("run cat");
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout, b"hello\nworld\n");
@@ -51,14 +46,14 @@ fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
     let target = s.state.requests.lock().expect("lock")[0].clone();
     assert_eq!(
         target,
-        "/api/v1/namespaces/dev/pods/web/exec?command=cat&stdin=true&stdout=true&stderr=true&tty=false"
+        "/api/v1/namespaces/dev/pods/web/exec?command=cat&stdin=true&stdout=true&stderr=true&tty=false&container=main"
     );
 }
 
 #[test]
 fn exit_codes_0_1_42_and_stderr() {
     let s = Server::start(true);
-    let r = ExecRemote(dialer(&s));
+    let r = pod_remote(dialer(&s));
     for code in [0, 1, 42] {
         let out = r
             .run(&["exit".into(), code.to_string()], b"")

@@ -253,6 +253,40 @@ impl RemoteProcess for ExecProcess {
     }
 }
 
+/// A [`crate::remote::Remote`] that runs commands in one container of a pod over exec (what
+/// `sync`, `agent` and `run` use in production).
+pub struct PodRemote<D: Dialer> {
+    /// How to reach the API server (`kube::Client` in production).
+    pub dialer: D,
+    pub namespace: String,
+    pub pod: String,
+    pub container: Option<String>,
+    /// What the commands need from stdin on v4 servers (see [`StdinEof`]).
+    pub stdin_eof: StdinEof,
+}
+
+impl<D: Dialer> PodRemote<D> {
+    /// Commands in `container` of `namespace/pod`, needing stdin EOF.
+    pub fn new(dialer: D, namespace: &str, pod: &str, container: Option<&str>) -> PodRemote<D> {
+        PodRemote {
+            dialer,
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.map(str::to_string),
+            stdin_eof: StdinEof::Required,
+        }
+    }
+}
+
+impl<D: Dialer> crate::remote::Remote for PodRemote<D> {
+    fn exec(&self, argv: &[String]) -> Result<Box<dyn RemoteProcess>> {
+        let mut req = ExecRequest::new(&self.namespace, &self.pod, argv);
+        req.container = self.container.clone();
+        req.stdin_eof = self.stdin_eof;
+        Ok(Box::new(ExecProcess::spawn(&self.dialer, &req)?))
+    }
+}
+
 /// The local terminal an interactive session uses (the process's stdio by default; tests pass a
 /// pty).
 #[derive(Debug, Clone, Copy)]
