@@ -602,6 +602,47 @@ mod port_forward {
     }
 
     #[test]
+    fn ctrl_c_stops_port_forward_until_interrupted() {
+        use kodama::kube::portforward::port_forward_until_interrupted;
+        let s = Server::start(true);
+        let pod_port = echo_server();
+        let (report, msgs) = collector();
+        let d: Arc<dyn Dialer> = Arc::new(dialer(&s));
+        let t = std::thread::spawn(move || {
+            port_forward_until_interrupted(
+                d,
+                "dev",
+                "web",
+                &[PortMapping {
+                    local: 0,
+                    remote: pod_port,
+                }],
+                report,
+            )
+        });
+        // The signal handlers are in place once the listening address is reported.
+        assert!(wait_until(Duration::from_secs(20), || !msgs
+            .lock()
+            .expect("lock")
+            .is_empty()));
+        let line = msgs.lock().expect("lock")[0].clone();
+        assert!(line.starts_with("Forwarding from 127.0.0.1:"), "{line}");
+        let addr: std::net::SocketAddr = line
+            .trim_start_matches("Forwarding from ")
+            .split(" -> ")
+            .next()
+            .expect("addr")
+            .parse()
+            .expect("socket addr");
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.write_all(b"hi").expect("write");
+        assert_eq!(read_exact_with_deadline(&mut c, 7), b"echo:hi");
+        signal_hook::low_level::raise(libc::SIGINT).expect("raise SIGINT");
+        t.join().expect("join").expect("stopped cleanly");
+        assert!(TcpStream::connect(addr).is_err(), "listener closed");
+    }
+
+    #[test]
     fn a_taken_local_port_is_a_clear_error() {
         let s = Server::start(true);
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
