@@ -400,6 +400,8 @@ pub(crate) fn run_terminal(
         None
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // Whatever way we leave, the input thread stops within one poll interval.
+    let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
     let interrupted = Arc::new(AtomicBool::new(false));
     let winch = if mode.tty {
         Some(SignalPipe::new(libc::SIGWINCH)?)
@@ -490,6 +492,15 @@ pub(crate) fn run_terminal(
         return Ok(0);
     }
     codec::decode_exit(&end.status).map_err(|e| e.context(what.to_string()))
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Copy a stream pipe to a local fd until EOF. Errors of the pipe (a lost stream) are returned.
