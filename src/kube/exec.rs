@@ -48,7 +48,7 @@ pub struct ExecRequest {
     pub pod: String,
     /// Container name; `None` lets the server pick (only valid for one-container pods).
     pub container: Option<String>,
-    /// argv; argv[0] is looked up on the container's PATH.
+    /// argv; `argv[0]` is looked up on the container's PATH.
     pub command: Vec<String>,
     /// Attach stdin.
     pub stdin: bool,
