@@ -201,6 +201,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
 /// Starts the server. `require_client_cert`: the handshake fails without a client certificate.
 fn serve(pki: &Pki, require_client_cert: bool, handler: Handler) -> Server {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -222,13 +234,21 @@ fn serve(pki: &Pki, require_client_cert: bool, handler: Handler) -> Server {
             .map(|c| c.expect("cert"))
             .collect();
     let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).expect("key");
+    // A fixed certificate through a resolver: `with_single_cert` would refuse an X.509 v1 leaf, and
+    // serving one is exactly what a test needs.
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .expect("signing key");
+    let resolver = Arc::new(FixedCert(Arc::new(rustls::sign::CertifiedKey::new(
+        certs, signer,
+    ))));
     let cfg = Arc::new(
         rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .expect("server config"),
+            .with_cert_resolver(resolver),
     );
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
@@ -1069,6 +1089,10 @@ fn api_errors_carry_hints_and_keep_their_kind() {
     assert!(e.render().contains("already exists in namespace \"dev\""));
     let e = c.get(&PODS, Some("dev"), "nope").expect_err("404");
     assert!(e.is_not_found());
+    assert_eq!(
+        c.get_opt(&PODS, Some("dev"), "nope").expect("404 is None"),
+        None
+    );
     let e = c
         .list(&NAMESPACES, None, &ListOptions::default())
         .expect_err("502");
@@ -1649,4 +1673,381 @@ fn raw_stream_without_proxy_uses_the_same_tls_and_client_cert() {
         !t.refresh_after_unauthorized(),
         "static credentials cannot be refreshed"
     );
+}
+
+#[test]
+fn in_cluster_service_account_with_token_rotation() {
+    let pki = pki();
+    let accepted = Arc::new(Mutex::new("sa-1".to_string()));
+    let a2 = accepted.clone();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(move |r: &Req| {
+            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
+                Resp::json(200, ok_pod("web"))
+            } else {
+                Resp::status(401, "Unauthorized", "Unauthorized")
+            }
+        }),
+    );
+    let sa = tmpdir("sa");
+    std::fs::write(sa.join("token"), "sa-1").expect("w");
+    std::fs::write(sa.join("ca.crt"), &pki.ca_pem).expect("w");
+    std::fs::write(sa.join("namespace"), "team-x\n").expect("w");
+    let env = LoadEnv {
+        service_host: Some("127.0.0.1".into()),
+        service_port: Some(srv.port.to_string()),
+        sa_dir: sa.clone(),
+        ..LoadEnv::default()
+    };
+    let cfg = load_with(&Overrides::default(), &env).expect("in-cluster config");
+    let c = Client::new(cfg).expect("client");
+    assert_eq!(c.namespace(), "team-x");
+    c.get(&PODS, Some(c.namespace()), "web").expect("sa token");
+    // The kubelet rotates the projected token.
+    std::fs::write(sa.join("token"), "sa-2").expect("w");
+    *accepted.lock().expect("l") = "sa-2".into();
+    c.get(&PODS, Some("team-x"), "web")
+        .expect("rotated token re-read after 401");
+    let reqs = srv.requests();
+    assert_eq!(reqs.last().and_then(|r| r.bearer()), Some("sa-2"));
+    assert_eq!(reqs[0].path, "/api/v1/namespaces/team-x/pods/web");
+}
+
+#[test]
+fn client_is_clone_send_and_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    fn assert_stream<T: Read + Write + Send>() {}
+    assert_traits::<Client>();
+    assert_stream::<kodama::kube::transport::KubeStream>();
+}
+
+#[test]
+fn wait_for_pod_reports_missing_and_deleted_pods() {
+    let pki = pki();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|r: &Req| {
+            if r.path.ends_with("/events") {
+                return Resp::json(200, json!({"items":[]}));
+            }
+            let sel = r.q("fieldSelector").unwrap_or("");
+            if sel == "metadata.name=ghost" {
+                return Resp::json(200, json!({"metadata":{"resourceVersion":"3"},"items":[]}));
+            }
+            if r.q("watch").is_some() {
+                return Resp::watch(vec![
+                    json!({"type":"DELETED","object": pod_state("6", false, None)}),
+                ]);
+            }
+            Resp::json(
+                200,
+                json!({"metadata":{"resourceVersion":"5"},"items":[pod_state("5", false, None)]}),
+            )
+        }),
+    );
+    let dir = tmpdir("wdel");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let e = watch::wait_for_pod(&c, "dev", "ghost", deadline, &mut |_| {}).expect_err("missing");
+    assert!(
+        e.to_string()
+            .contains("pod \"ghost\" in namespace \"dev\" does not exist"),
+        "{e}"
+    );
+    assert!(e.render().contains("kubectl get pods -n dev"));
+    let e = watch::wait_for_pod(&c, "dev", "web", deadline, &mut |_| {}).expect_err("deleted");
+    assert!(
+        e.to_string()
+            .contains("pod \"web\" in namespace \"dev\" was deleted"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_server_that_always_answers_410_is_not_hammered() {
+    let pki = pki();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|r: &Req| {
+            if r.path.ends_with("/events") {
+                return Resp::json(200, json!({"items":[]}));
+            }
+            if r.q("watch").is_some() {
+                return Resp::status(410, "Expired", "too old resource version");
+            }
+            Resp::json(
+                200,
+                json!({"metadata":{"resourceVersion":"5"},"items":[pod_state("5", false, None)]}),
+            )
+        }),
+    );
+    let dir = tmpdir("w410loop");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let e = watch::wait_for_pod(
+        &c,
+        "dev",
+        "web",
+        Instant::now() + Duration::from_secs(2),
+        &mut |_| {},
+    )
+    .expect_err("deadline");
+    assert!(
+        e.to_string()
+            .contains("did not become ready before the deadline"),
+        "{e}"
+    );
+    let lists = srv
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/pods") && r.q("watch").is_none())
+        .count();
+    assert!((2..15).contains(&lists), "relists back off ({lists} lists)");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Static openssl-made fixtures (fixtures/kubeconfig/tls/gen.sh): key formats, chains, X.509 v1
+
+fn tls_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/kubeconfig/tls")
+        .join(name)
+}
+
+fn fixture_pki(server: &str) -> Pki {
+    let read = |n: &str| std::fs::read_to_string(tls_fixture(n)).expect("fixture");
+    Pki {
+        ca_pem: read("ca.crt"),
+        server_cert_pem: read(&format!("{server}.crt")),
+        server_key_pem: read(&format!("{server}.key")),
+        client_cert_pem: String::new(),
+        client_key_pem: String::new(),
+        bob_cert_pem: String::new(),
+        bob_key_pem: String::new(),
+        other_ca_pem: String::new(),
+    }
+}
+
+#[test]
+fn client_keys_in_pkcs1_sec1_and_pkcs8_with_full_chains() {
+    let pki = fixture_pki("server");
+    let srv = serve(
+        &pki,
+        true,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("keys");
+    for (crt, key) in [
+        ("client-ec.crt", "client-ec.key"),
+        ("client-rsa.crt", "client-rsa.key"),
+        ("client-chain.crt", "client-chain.key"),
+    ] {
+        let kc = kubeconfig(
+            &dir,
+            &format!("https://127.0.0.1:{}", srv.port),
+            &format!(
+                "    certificate-authority: {}\n",
+                tls_fixture("ca.crt").display()
+            ),
+            &format!(
+                "    client-certificate: {}\n    client-key: {}\n",
+                tls_fixture(crt).display(),
+                tls_fixture(key).display()
+            ),
+        );
+        client_for(&kc)
+            .expect("client")
+            .get(&PODS, Some("dev"), "web")
+            .unwrap_or_else(|e| panic!("{crt}: {}", e.render()));
+    }
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3);
+    assert!(reqs.iter().all(|r| r.client_cert));
+}
+
+#[test]
+fn mismatched_client_key_is_an_error_not_a_panic() {
+    let pki = fixture_pki("server");
+    let srv = serve(
+        &pki,
+        true,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("mismatch");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &format!(
+            "    certificate-authority: {}\n",
+            tls_fixture("ca.crt").display()
+        ),
+        &format!(
+            "    client-certificate: {}\n    client-key: {}\n",
+            tls_fixture("client-ec.crt").display(),
+            tls_fixture("client-rsa.key").display()
+        ),
+    );
+    let e = client_for(&kc)
+        .expect("client")
+        .get(&PODS, Some("dev"), "web")
+        .expect_err("mismatch");
+    let r = e.render();
+    assert!(
+        r.contains("client certificate and key cannot be used"),
+        "{r}"
+    );
+}
+
+#[test]
+fn x509_v1_server_certificate_is_explained() {
+    let pki = fixture_pki("server-v1");
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))),
+    );
+    let dir = tmpdir("v1");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &format!(
+            "    certificate-authority: {}\n",
+            tls_fixture("ca.crt").display()
+        ),
+        &token_user("t"),
+    );
+    let e = client_for(&kc)
+        .expect("client")
+        .get(&PODS, Some("dev"), "web")
+        .expect_err("v1");
+    let r = e.render();
+    assert!(r.contains("X.509 v1"), "{r}");
+}
+
+/// A plain-HTTP server (like `kubectl proxy`).
+fn serve_plain(handler: Handler) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let journal = Arc::new(Mutex::new(Vec::new()));
+    let j = journal.clone();
+    std::thread::spawn(move || {
+        for (id, s) in listener.incoming().enumerate() {
+            let Ok(s) = s else { continue };
+            let (handler, j) = (handler.clone(), j.clone());
+            std::thread::spawn(move || serve_conn(s, id, Vec::new(), &handler, &j));
+        }
+    });
+    Server { port, journal }
+}
+
+#[test]
+fn plain_http_servers_work_for_rest_and_raw_streams() {
+    let srv = serve_plain(Arc::new(|_r: &Req| Resp::json(200, ok_pod("web"))));
+    let dir = tmpdir("plain");
+    let kc = kubeconfig(
+        &dir,
+        &format!("http://127.0.0.1:{}", srv.port),
+        "",
+        "    {}\n",
+    );
+    let c = client_for(&kc).expect("client");
+    c.get(&PODS, Some("dev"), "web").expect("plain get");
+    let t = c.transport();
+    let mut s = t.connect_stream().expect("plain stream");
+    assert!(matches!(s, kodama::kube::transport::KubeStream::Plain(_)));
+    let resp = raw_get(
+        &mut s,
+        &t.server().authority,
+        "/raw",
+        &t.auth_headers().expect("auth"),
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(srv
+        .requests()
+        .iter()
+        .all(|r| r.header("authorization").is_none()));
+}
+
+#[test]
+fn transient_in_band_watch_errors_reconnect_but_forbidden_fails() {
+    let pki = pki();
+    let watches = Arc::new(AtomicUsize::new(0));
+    let w2 = watches.clone();
+    let srv = serve(
+        &pki,
+        false,
+        Arc::new(move |r: &Req| {
+            if r.q("watch").is_none() {
+                return Resp::json(200, json!({"metadata":{"resourceVersion":"1"},"items":[]}));
+            }
+            if r.path.contains("/secrets") {
+                return Resp::watch(vec![
+                    json!({"type":"ERROR","object":{"kind":"Status","status":"Failure","reason":"Forbidden","message":"no","code":403}}),
+                ]);
+            }
+            match w2.fetch_add(1, Ordering::SeqCst) {
+                0 => Resp::watch(vec![
+                    json!({"type":"ERROR","object":{"kind":"Status","status":"Failure","reason":"InternalError","message":"etcd hiccup","code":500}}),
+                ]),
+                _ => Resp::watch(vec![
+                    json!({"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"2"}}}),
+                ]),
+            }
+        }),
+    );
+    let dir = tmpdir("wtrans");
+    let kc = kubeconfig(
+        &dir,
+        &format!("https://127.0.0.1:{}", srv.port),
+        &ca_line(&pki.ca_pem),
+        &token_user("t"),
+    );
+    let c = client_for(&kc).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = watch::watch_until(
+        &c,
+        &CONFIG_MAPS,
+        Some("dev"),
+        &WatchTarget::default(),
+        deadline,
+        &mut |ev| Ok((ev.kind == EventType::Added).then(|| ev.object["metadata"]["name"].clone())),
+    )
+    .expect("reconnected");
+    assert_eq!(got, Some(json!("a")));
+    let rvs: Vec<Option<String>> = srv
+        .requests()
+        .iter()
+        .filter(|r| r.q("watch").is_some())
+        .map(|r| r.q("resourceVersion").map(String::from))
+        .collect();
+    assert_eq!(
+        rvs,
+        vec![Some("1".to_string()), Some("1".to_string())],
+        "resumed from the same RV, no relist"
+    );
+    let e = watch::watch_until(
+        &c,
+        &kodama::kube::resource::SECRETS,
+        Some("dev"),
+        &WatchTarget::default(),
+        deadline,
+        &mut |_ev| Ok(None::<()>),
+    )
+    .expect_err("forbidden");
+    assert!(e.api().is_some_and(|a| a.is_forbidden()));
 }

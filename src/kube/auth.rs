@@ -11,6 +11,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -245,7 +246,7 @@ impl Authenticator {
             let tok = self.file_token(path)?;
             out.authorization = Some(Secret::new(format!("Bearer {}", tok.expose())));
         } else if let Some(t) = &self.cfg.token {
-            out.authorization = Some(Secret::new(format!("Bearer {}", t.expose())));
+            out.authorization = Some(Secret::new(format!("Bearer {}", t.expose().trim())));
         } else if let Some((user, pass)) = &self.cfg.basic {
             let raw = format!("{user}:{}", pass.expose());
             out.authorization = Some(Secret::new(format!(
@@ -390,19 +391,28 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
+static STDIN_IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Tells exec credential plugins that our stdin is busy (an interactive session or a tar upload reads
+/// it): `IfAvailable` plugins then run without stdin and `Always` plugins fail instead of fighting the
+/// session for input. Call with `false` when stdin is free again.
+pub fn mark_stdin_in_use(in_use: bool) {
+    STDIN_IN_USE.store(in_use, Ordering::SeqCst);
+}
+
 fn run_exec_plugin(
     exec: &ExecConfig,
     cluster: Option<&serde_json::Value>,
     user_name: &str,
 ) -> Result<ExecCredential> {
-    let stdin_tty = std::io::stdin().is_terminal();
+    let stdin_tty = std::io::stdin().is_terminal() && !STDIN_IN_USE.load(Ordering::SeqCst);
     let interactive = match exec.interactive_mode.as_str() {
         "Never" => false,
         "Always" => {
             if !stdin_tty {
                 return Err(Error::with_hint(
                     format!(
-                        "exec credential plugin {:?} needs an interactive terminal (interactiveMode: Always), but stdin is not one",
+                        "exec credential plugin {:?} needs an interactive terminal (interactiveMode: Always), but stdin is not one or is in use",
                         exec.command
                     ),
                     "run kodama from a terminal, or log in with the plugin first",
@@ -797,6 +807,25 @@ mod tests {
         a.invalidate();
         assert_eq!(get(), "Bearer second");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn always_interactive_plugin_refuses_when_stdin_is_busy() {
+        mark_stdin_in_use(true);
+        let mut u = user();
+        u.exec = Some(ExecConfig {
+            api_version: V1.into(),
+            command: "kodama-never-run".into(),
+            interactive_mode: "Always".into(),
+            ..Default::default()
+        });
+        let a = Authenticator::new(AuthConfig::from_user("me", &u).expect("ok"), None);
+        let e = a.credentials().expect_err("busy stdin");
+        mark_stdin_in_use(false);
+        assert!(
+            e.to_string().contains("needs an interactive terminal"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -293,6 +293,15 @@ impl Client {
         self.send(&request::get(res, ns, name))
     }
 
+    /// GET one object, or None when it does not exist.
+    pub fn get_opt(&self, res: &Resource, ns: Option<&str>, name: &str) -> Result<Option<Value>> {
+        match self.get(res, ns, name) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// GET one page of the collection (honours `limit` and `continue_token` as given).
     pub fn list_page(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> Result<Value> {
         self.send(&request::list(res, ns, opts))

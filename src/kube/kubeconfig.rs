@@ -682,9 +682,31 @@ pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected> {
         }
     };
     let (namespace, namespace_explicit) = match sel.namespace.as_deref().filter(|s| !s.is_empty()) {
-        Some(n) => (n.to_string(), true),
+        Some(n) => {
+            if !is_dns1123_label(n) {
+                return Err(Error::usage(
+                    format!("invalid namespace {n:?} given with -n/--namespace"),
+                    Some(NAMESPACE_RULE.to_string()),
+                ));
+            }
+            (n.to_string(), true)
+        }
         None => match &context.namespace {
-            Some(n) => (n.clone(), true),
+            Some(n) => {
+                if !is_dns1123_label(n) {
+                    let src = cfg
+                        .contexts
+                        .iter()
+                        .find(|c| c.name == context_name)
+                        .map(|c| c.source.display().to_string())
+                        .unwrap_or(files);
+                    return Err(Error::with_hint(
+                        format!("context {context_name:?} in {src} has an invalid namespace {n:?}"),
+                        NAMESPACE_RULE,
+                    ));
+                }
+                (n.clone(), true)
+            }
             None => ("default".to_string(), false),
         },
     };
@@ -698,6 +720,20 @@ pub fn select(cfg: &Config, sel: &Selection) -> Result<Selected> {
         namespace,
         namespace_explicit,
     })
+}
+
+const NAMESPACE_RULE: &str =
+    "a namespace is at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit";
+
+/// True for a valid DNS-1123 label (what namespace names must be).
+pub fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
 }
 
 /// Splits a KUBECONFIG value into paths: ':'-separated, empty entries and duplicates dropped (first
@@ -942,6 +978,45 @@ mod tests {
             .to_string()
             .contains("no current context is set in /k/config"));
         assert!(e.render().contains("hint:"));
+    }
+
+    #[test]
+    fn namespaces_must_be_dns_labels() {
+        for ok in ["default", "a", "team-1", "x".repeat(63).as_str()] {
+            assert!(is_dns1123_label(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Team",
+            "a_b",
+            "-a",
+            "a-",
+            "a.b",
+            "x".repeat(64).as_str(),
+        ] {
+            assert!(!is_dns1123_label(bad), "{bad}");
+        }
+        let m = merge(vec![parse("merge-a.yaml"), parse("merge-b.yaml")]);
+        let e = select(
+            &m,
+            &Selection {
+                namespace: Some("Bad_NS".into()),
+                ..Selection::default()
+            },
+        )
+        .expect_err("bad flag");
+        assert_eq!(e.exit_code(), crate::error::EXIT_USAGE);
+        let c = parse_str(
+            "current-context: c\nclusters:\n- name: a\n  cluster: {server: https://a}\ncontexts:\n- name: c\n  context: {cluster: a, namespace: Nope}\n",
+            Path::new("/k/config"),
+        )
+        .expect("parses");
+        let e = select(&c, &Selection::default()).expect_err("bad context ns");
+        assert!(
+            e.to_string()
+                .contains("context \"c\" in /k/config has an invalid namespace \"Nope\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -292,7 +292,7 @@ impl Transport {
                 while s.conn.is_handshaking() {
                     s.conn
                         .complete_io(&mut s.sock)
-                        .map_err(|e| self.io_error(&e.to_string()))?;
+                        .map_err(|e| self.io_error(&describe_io(&e)))?;
                 }
                 s.sock
                     .set_read_timeout(None)
@@ -323,8 +323,21 @@ impl Transport {
                     self.cfg.cluster_name
                 )),
             },
+            ureq::Error::Io(io) => self.io_error(&describe_io(io)),
             other => self.io_error(&other.to_string()),
         }
+    }
+}
+
+/// The most useful text of an I/O error: the TLS error inside it when there is one.
+pub fn describe_io(e: &io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) => match inner.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::General(s)) => s.clone(),
+            Some(r) => r.to_string(),
+            None => inner.to_string(),
+        },
+        None => e.to_string(),
     }
 }
 

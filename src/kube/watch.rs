@@ -102,11 +102,20 @@ pub fn watch_until<T>(
 ) -> Result<Option<T>> {
     let mut rv: Option<String> = None;
     let mut quiet_failures: u32 = 0;
+    // Relists since the last delivered watch event; a server that keeps answering 410 must not be
+    // hammered.
+    let mut relists: u32 = 0;
     loop {
         if Instant::now() >= deadline {
             return Ok(None);
         }
         if rv.is_none() {
+            if relists > 0 {
+                let wait = Duration::from_millis(100u64 << relists.min(6))
+                    .min(deadline.saturating_duration_since(Instant::now()));
+                std::thread::sleep(wait);
+            }
+            relists += 1;
             let list = client.list(
                 res,
                 ns,
@@ -186,6 +195,11 @@ pub fn watch_until<T>(
                     rv = None;
                     break;
                 }
+                // Transient server trouble: reconnect from `rv` (backing off below).
+                Line::Error(api) if api.code == 429 || api.code >= 500 => {
+                    got_any = false;
+                    break;
+                }
                 Line::Error(api) => {
                     return Err(Error::Api(api).context(req.op.describe()));
                 }
@@ -196,6 +210,7 @@ pub fn watch_until<T>(
                     if ev.kind == EventType::Bookmark {
                         continue;
                     }
+                    relists = 0;
                     if let Some(t) = on_event(&ev)? {
                         return Ok(Some(t));
                     }
@@ -393,6 +408,7 @@ fn hint_for(reason: &str, ns: &str, name: &str) -> String {
             "no node can run the pod: check resource requests, node selectors, tolerations and PVC binding; details: {describe}"
         ),
         "Deleted" => "something deleted the pod while we waited; run the command again".into(),
+        "Missing" => format!("check the pod name and namespace: `kubectl get pods -n {ns}`"),
         "Timeout" => format!("the pod is still not ready; see {describe}, or wait longer"),
         _ => format!("see {describe} and `kubectl logs {name} -n {ns}`"),
     }
@@ -404,15 +420,28 @@ pub fn pod_warning_events(client: &Client, ns: &str, name: &str, uid: Option<&st
     if let Some(u) = uid {
         sel.push_str(&format!(",involvedObject.uid={u}"));
     }
-    let Ok(list) = client.list(
-        &EVENTS,
-        Some(ns),
-        &ListOptions {
-            field_selector: Some(sel),
-            ..ListOptions::default()
-        },
-    ) else {
-        return Vec::new();
+    let query = |sel: String| {
+        client.list(
+            &EVENTS,
+            Some(ns),
+            &ListOptions {
+                field_selector: Some(sel),
+                ..ListOptions::default()
+            },
+        )
+    };
+    // Some servers do not support every field label; fall back to the name alone.
+    let list = match query(sel) {
+        Ok(l) => l,
+        Err(_) if uid.is_some() => {
+            match query(format!(
+                "involvedObject.kind=Pod,involvedObject.name={name}"
+            )) {
+                Ok(l) => l,
+                Err(_) => return Vec::new(),
+            }
+        }
+        Err(_) => return Vec::new(),
     };
     let mut evs: Vec<(String, String)> = list
         .get("items")
@@ -514,9 +543,14 @@ pub fn wait_for_pod(
             EventType::Synced => {
                 let empty = ev.object.as_array().is_none_or(|a| a.is_empty());
                 if empty {
+                    let (what, reason) = if last.is_some() {
+                        ("is gone", "Deleted")
+                    } else {
+                        ("does not exist", "Missing")
+                    };
                     return Ok(Some(Err((
-                        "is gone".to_string(),
-                        "Deleted".to_string(),
+                        what.to_string(),
+                        reason.to_string(),
                         String::new(),
                     ))));
                 }
