@@ -11,7 +11,7 @@
 //! Checking the pod phase first is the caller's job; a container that is not running still gets a
 //! helpful error from the status decoding.
 //!
-//! May import: error, remote, term, kube::ws.
+//! May import: error, remote, term, kube::ws, kube::auth (stdin-in-use flag).
 
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
@@ -393,6 +393,9 @@ pub(crate) fn run_terminal(
     )?;
     let tx = session.sender();
 
+    // From now on our stdin belongs to the session: exec credential plugins (a token refresh in
+    // another thread) must not read it.
+    let _stdin_busy = (mode.stdin && terminal.input == term::STDIN_FD).then(StdinBusy::new);
     // Raw mode only now that the stream is up, so earlier errors print on a normal terminal.
     let mut raw = if mode.tty && term::is_tty(terminal.input) {
         Some(RawMode::enable(terminal.input)?)
@@ -492,6 +495,22 @@ pub(crate) fn run_terminal(
         return Ok(0);
     }
     codec::decode_exit(&end.status).map_err(|e| e.context(what.to_string()))
+}
+
+/// Marks our stdin as in use by a session (for exec credential plugins) while it lives.
+struct StdinBusy;
+
+impl StdinBusy {
+    fn new() -> StdinBusy {
+        crate::kube::auth::mark_stdin_in_use(true);
+        StdinBusy
+    }
+}
+
+impl Drop for StdinBusy {
+    fn drop(&mut self) {
+        crate::kube::auth::mark_stdin_in_use(false);
+    }
 }
 
 /// Sets the flag when dropped.
