@@ -910,3 +910,27 @@ mod real_client {
         }
     }
 }
+
+#[test]
+fn non_interactive_tty_exec_sends_resize_and_stdin_in_order() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["tty"]);
+    r.tty = true;
+    let mut p = ExecProcess::spawn(&d, &r).expect("spawn");
+    assert!(p.take_stderr().is_none(), "a TTY has no separate stderr");
+    p.resize(77, 22).expect("resize");
+    let mut stdin = p.take_stdin().expect("stdin");
+    stdin.write_all(b"abc q").expect("write");
+    let mut out = Vec::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    assert_eq!(out, b"abc q");
+    drop(stdin);
+    assert_eq!(p.wait_code().expect("wait"), 42);
+    assert_eq!(*s.state.resizes.lock().expect("lock"), vec![(77, 22)]);
+    assert!(s.state.requests.lock().expect("lock")[0]
+        .ends_with("&stdin=true&stdout=true&stderr=false&tty=true"));
+}
