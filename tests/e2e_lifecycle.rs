@@ -343,6 +343,28 @@ fn delete_asks_keeps_volumes_and_is_idempotent() {
     // --purge -f removes the volumes too.
     k.run(&["delete", "d1", "-f", "--purge"]).ok();
     assert!(k.session_objects("default", "d1").is_empty());
+    // Only a leftover ConfigMap: delete still cleans it up.
+    k.run(&["start", "d1", "--no-sync"]).ok();
+    k.sim
+        .faults()
+        .delete_pod("default", "kodama-d1", Some(0))
+        .expect("delete pod");
+    for p in ["kodama-workspace-d1", "kodama-claude-home-d1"] {
+        kodama::kube::Client::delete(
+            &k.client(),
+            &kodama::kube::resource::PERSISTENT_VOLUME_CLAIMS,
+            Some("default"),
+            p,
+            &Default::default(),
+        )
+        .expect("delete pvc");
+    }
+    std::fs::remove_file(k.session_file("d1")).expect("rm session file");
+    k.wait_pod_gone("default", "d1", 30);
+    k.run(&["delete", "d1", "-f"])
+        .ok()
+        .stdout_has("configmap/kodama-editor-config-d1");
+    assert!(k.session_objects("default", "d1").is_empty());
     // Now it is unknown: a clear message with a way out.
     k.run(&["delete", "d1", "-f"])
         .fails()

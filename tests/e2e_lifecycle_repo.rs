@@ -291,3 +291,34 @@ fn secrets_never_leak_into_files_argv_the_pod_spec_or_the_journal() {
         assert!(!e.body_text().contains(env_token));
     }
 }
+
+#[test]
+fn no_credentials_warning_when_the_reused_claude_home_holds_a_login() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["start", "cw", "--no-sync", "-p", "hi"])
+        .ok()
+        .stderr_has("no Claude credentials");
+    let (code, _) = k.exec(
+        "default",
+        "cw",
+        &[
+            "sh",
+            "-c",
+            "echo '{}' > /home/kodama/.claude/.credentials.json",
+        ],
+    );
+    assert_eq!(code, 0);
+    k.run(&["delete", "cw", "-f"]).ok();
+    k.wait_pod_gone("default", "cw", 30);
+    let out = k.run(&["start", "cw", "--no-sync", "-p", "again"]);
+    out.ok();
+    assert!(!out.stderr.contains("no Claude credentials"), "{out}");
+    // With an API key in the environment there is no warning either.
+    let mut k2 = Kodama::new();
+    k2.write_test_config("");
+    k2.set_env("ANTHROPIC_API_KEY", "sk-ant-test");
+    let out = k2.run(&["start", "cw2", "--no-sync", "-p", "x"]);
+    out.ok();
+    assert!(!out.stderr.contains("no Claude credentials"), "{out}");
+}

@@ -297,7 +297,9 @@ pub fn validate(ctx: &Ctx, args: &StartArgs) -> Result<Plan> {
     if let Some(summary) = env.summary() {
         eprintln!("warning: {summary}");
     }
-    if prompt.is_some() {
+    // With a real start the warning waits until we know whether the claude-home volume (which may
+    // hold a login) already exists; a dry run warns now.
+    if prompt.is_some() && args.dry_run.is_some() {
         let names: Vec<String> = env.vars.keys().cloned().collect();
         if let Some(w) = crate::run::creds::credentials_warning(&names, None) {
             eprintln!("warning: {w}");
@@ -474,6 +476,22 @@ fn create_steps(
     let mut progress = Progress::new();
 
     // (3) Volumes: reuse what exists (it may hold data), create the rest.
+    let env_names: Vec<String> = plan.env.vars.keys().cloned().collect();
+    let mut probe_login = false;
+    if plan.prompt.is_some() {
+        let home_exists = client
+            .get_opt(
+                &PERSISTENT_VOLUME_CLAIMS,
+                Some(ns),
+                &names::claude_home_pvc(name),
+            )?
+            .is_some();
+        if home_exists {
+            probe_login = true;
+        } else if let Some(w) = crate::run::creds::credentials_warning(&env_names, None) {
+            progress.line(&format!("warning: {w}"));
+        }
+    }
     let mut reused_workspace = false;
     for (pvc_name, obj) in [
         (
@@ -550,6 +568,12 @@ fn create_steps(
     }
 
     prepare_pod(&remote);
+    if probe_login && crate::run::creds::credentials_warning(&env_names, None).is_some() {
+        let probe = crate::run::creds::probe_claude_home(&remote, manifest::CLAUDE_HOME_DIR).ok();
+        if let Some(w) = crate::run::creds::credentials_warning(&env_names, probe.as_ref()) {
+            progress.line(&format!("warning: {w}"));
+        }
+    }
     let mut meta = spec.meta.clone();
     if let Some(repo) = &plan.repo {
         let cr = clone(plan, repo, &remote, intr, reused_workspace)?;
