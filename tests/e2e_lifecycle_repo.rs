@@ -322,3 +322,58 @@ fn no_credentials_warning_when_the_reused_claude_home_holds_a_login() {
     out.ok();
     assert!(!out.stderr.contains("no Claude credentials"), "{out}");
 }
+
+#[test]
+fn repo_dot_uses_the_local_upstream_and_branch_and_editor_overrides() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let root = TempDir::new("repo");
+    let bare = common::bare_repo(&root, &[("README.md", "upstream\n")]);
+    // A local clone on a feature branch that exists upstream, with an editor override.
+    let local = root.join("local");
+    common::git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            bare.to_str().expect("utf8"),
+            local.to_str().expect("utf8"),
+        ],
+    );
+    common::git(&local, &["checkout", "-q", "-b", "feature"]);
+    common::write(&local, "feature.txt", "f\n");
+    common::git(&local, &["add", "-A"]);
+    common::git(&local, &["commit", "-q", "-m", "feature"]);
+    common::git(&local, &["push", "-q", "origin", "feature"]);
+    common::write(
+        &local,
+        ".kodama/configs/helix-config.toml",
+        "theme = \"kodama-test\"\n",
+    );
+    let out = k.run(&[
+        "start",
+        "dot",
+        "--repo",
+        ".",
+        "--sync",
+        local.to_str().expect("utf8"),
+    ]);
+    out.ok();
+    let rec = std::fs::read_to_string(k.session_file("dot")).expect("rec");
+    assert!(rec.contains("baseBranch: feature"), "{rec}\n{out}");
+    assert_eq!(
+        k.exec("default", "dot", &["cat", "/workspace/feature.txt"])
+            .1,
+        "f\n"
+    );
+    let cm = k
+        .get("configmaps", "default", "kodama-editor-config-dot")
+        .expect("cm");
+    assert!(cm.to_string().contains("kodama-test"), "{cm}");
+    let (_, helix) = k.exec(
+        "default",
+        "dot",
+        &["cat", "/home/kodama/.config/helix/config.toml"],
+    );
+    assert_eq!(helix, "theme = \"kodama-test\"\n");
+}

@@ -423,7 +423,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", "test@example.com")
         .env("GIT_COMMITTER_NAME", "Test")
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // The bare repositories belong to uid 1000 (the pod user); trust them here too (only the
+        // global/system config may set safe.directory).
+        .env("GIT_CONFIG_GLOBAL", test_gitconfig())
         .output()
         .expect("run git");
     assert!(
@@ -467,4 +469,15 @@ pub fn bare_repo(root: &TempDir, files: &[(&str, &str)]) -> PathBuf {
         .arg(&bare)
         .status();
     bare
+}
+
+/// A global git config for the tests' own git commands: trusts every directory.
+fn test_gitconfig() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("kodama-e2e-gitconfig-{}", std::process::id()));
+    if !p.exists() {
+        let tmp = p.with_extension(format!("tmp{}", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&tmp, "[safe]\n\tdirectory = *\n").expect("write test gitconfig");
+        let _ = std::fs::rename(&tmp, &p);
+    }
+    p
 }
