@@ -100,6 +100,28 @@ fn failed_clone_shows_gits_message_and_rolls_back() {
         k.session_objects("default", "bad")
     );
     assert!(!k.session_file("bad").exists());
+
+    // Over HTTPS with a token: git's message, the token nowhere.
+    let mut k = k;
+    let token = "ghp_PLANTEDclonefail0123456789";
+    k.set_env("GITHUB_TOKEN", token);
+    let out = k.run(&[
+        "start",
+        "bad2",
+        "--no-sync",
+        "--repo",
+        "https://127.0.0.1:9/org/repo.git",
+    ]);
+    out.fails()
+        .stderr_has("cloning https://127.0.0.1:9/org/repo.git");
+    assert!(!out.all().contains(token), "{out}");
+    assert!(k.session_objects("default", "bad2").is_empty());
+    let leaks: Vec<String> = k
+        .leaks(token)
+        .into_iter()
+        .filter(|l| !l.starts_with("journal: POST /api/v1/namespaces/default/secrets"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
 }
 
 #[test]
