@@ -485,3 +485,44 @@ fn pod_deleted_behind_kodamas_back_is_reported_clearly() {
     k.run(&["resume", "gone"]).ok();
     assert!(k.pod("default", "kodama-gone").is_some());
 }
+
+#[test]
+fn delete_on_a_terminal_asks_and_purge_asks_again() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    // On a terminal the progress line is redrawn in place.
+    let out = k.run_tty(&["start", "tty", "--no-sync"], b"");
+    out.ok().stdout_has("\r\x1b[2Kwaiting for pod kodama-tty");
+    // "n": nothing happens.
+    let out = k.run_tty(&["delete", "tty"], b"n\n");
+    out.ok().stdout_has("[y/N]").stdout_has("not deleted");
+    assert_eq!(k.session_objects("default", "tty").len(), 4);
+    // "y" to the first question, "n" to the purge question: volumes kept.
+    let out = k.run_tty(&["delete", "tty", "--purge"], b"y\nn\n");
+    out.ok()
+        .stdout_has("Also delete the volumes")
+        .stdout_has("kept the volumes");
+    let left: Vec<String> = k
+        .session_objects("default", "tty")
+        .into_iter()
+        .filter(|o| !o.starts_with("pods/"))
+        .collect();
+    assert_eq!(left.len(), 2, "{out}");
+    // Both "y": volumes gone.
+    let out = k.run_tty(&["delete", "tty", "--purge"], b"y\ny\n");
+    out.ok();
+    k.wait_pod_gone("default", "tty", 30);
+    assert!(k.session_objects("default", "tty").is_empty(), "{out}");
+}
+
+#[test]
+fn without_a_terminal_progress_is_plain_lines() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let out = k.run(&["start", "plain", "--no-sync"]);
+    out.ok().stderr_has("waiting for pod kodama-plain: ");
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('\x1b'),
+        "{out}"
+    );
+}

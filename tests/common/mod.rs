@@ -238,8 +238,35 @@ impl Kodama {
     /// A `Command` for the binary with this environment (stdin null unless changed).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args)
-            .current_dir(self.cwd.path())
+        c.args(args);
+        self.configure(&mut c);
+        c
+    }
+
+    /// Run the binary on a pseudo-terminal (util-linux `script`), typing `input`; stdout and stderr
+    /// both arrive in `Out::stdout` (a terminal merges them), with CR LF line ends.
+    pub fn run_tty(&self, args: &[&str], input: &[u8]) -> Out {
+        let mut line = shell_quote(&bin().display().to_string());
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        self.configure(&mut c);
+        c.stdin(Stdio::piped());
+        let mut child = c.spawn().expect("spawn script (util-linux)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(input);
+        let _ = stdin.flush();
+        // Keep stdin open until the command ends, so `script` does not hang up early.
+        let out = child.wait_with_output().expect("wait script");
+        drop(stdin);
+        to_out(out)
+    }
+
+    fn configure(&self, c: &mut Command) {
+        c.current_dir(self.cwd.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
@@ -252,7 +279,6 @@ impl Kodama {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        c
     }
 
     /// Run the binary to completion with stdin closed.
@@ -480,4 +506,9 @@ fn test_gitconfig() -> PathBuf {
         let _ = std::fs::rename(&tmp, &p);
     }
     p
+}
+
+/// Single-quote `s` for sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
