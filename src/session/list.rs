@@ -326,7 +326,7 @@ fn merge(rows: &mut BTreeMap<(String, String), Row>, pods: Vec<Value>, pvcs: Vec
 fn sync_column(ctx: &Ctx, r: &Row) -> String {
     match &r.record {
         Some(rec) if rec.sync.enabled => seams::sync_state(ctx, &r.name),
-        Some(_) => "Off".into(),
+        Some(_) => "Inactive".into(),
         None => "-".into(),
     }
 }

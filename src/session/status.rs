@@ -36,7 +36,7 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     let state = reconcile(row.pod.as_ref(), row.pvc.as_ref(), row.record.as_ref());
     let sync = match &row.record {
         Some(r) if r.sync.enabled => seams::sync_state(ctx, &row.name),
-        Some(_) => "Off".to_string(),
+        Some(_) => "Inactive (started without sync)".to_string(),
         None => "- (no local session file on this machine)".to_string(),
     };
 
