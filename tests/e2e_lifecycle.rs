@@ -526,3 +526,22 @@ fn without_a_terminal_progress_is_plain_lines() {
         "{out}"
     );
 }
+
+#[test]
+fn list_shows_local_sessions_when_the_cluster_is_unreachable() {
+    let mut k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["start", "off", "--no-sync"]).ok();
+    let kc = k.home.join("kubeconfig");
+    std::fs::copy(&k.kubeconfig, &kc).expect("copy kubeconfig");
+    k.set_env("KUBECONFIG", kc.to_str().expect("utf8"));
+    k.sim.stop();
+    let out = k.run(&["list", "--request-timeout", "2s"]);
+    out.ok().stderr_has("cannot reach the cluster");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("off ") && l.contains("Unknown")),
+        "{out}"
+    );
+}

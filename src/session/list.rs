@@ -33,11 +33,16 @@ pub struct Row {
     pub record: Option<SessionRecord>,
     pub pod: Option<Value>,
     pub pvc: Option<Value>,
+    /// The cluster could not be asked (status `Unknown`).
+    pub unreachable: bool,
 }
 
 impl Row {
     /// The reconciled status (see [`reconcile`]).
     pub fn status(&self) -> String {
+        if self.unreachable {
+            return "Unknown".into();
+        }
         reconcile(self.pod.as_ref(), self.pvc.as_ref(), self.record.as_ref())
     }
     fn annotation(&self, key: &str) -> Option<String> {
@@ -256,6 +261,14 @@ pub fn collect(ctx: &Ctx, all: bool) -> Result<Vec<Row>> {
         for ns in nss {
             match list_ns(client, Some(&ns)) {
                 Ok((pods, pvcs)) => merge(&mut rows, pods, pvcs),
+                // The cluster cannot be reached at all: still show this machine's sessions.
+                Err(e) if matches!(e.root(), Error::Transport { .. }) && !rows.is_empty() => {
+                    eprintln!("warning: cannot reach the cluster ({e}); showing local sessions with status Unknown");
+                    for r in rows.values_mut() {
+                        r.unreachable = true;
+                    }
+                    break;
+                }
                 Err(e) if ns == current => return Err(e),
                 Err(e) => eprintln!("warning: namespace \"{ns}\": {e}"),
             }

@@ -32,6 +32,7 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         record: found.record.clone(),
         pod: found.pod.clone(),
         pvc,
+        unreachable: false,
     };
     let state = reconcile(row.pod.as_ref(), row.pvc.as_ref(), row.record.as_ref());
     let sync = match &row.record {
