@@ -689,8 +689,13 @@ fn create_steps(
             );
         }
     }
+    let branch = meta
+        .branch
+        .as_deref()
+        .map(|b| format!("  branch: {b}\n"))
+        .unwrap_or_default();
     super::print(&format!(
-        "session \"{name}\" is running in namespace \"{ns}\"\n  attach: kubectl kodama attach {name}\n  delete: kubectl kodama delete {name}\n"
+        "session \"{name}\" is running in namespace \"{ns}\"\n{branch}  attach: kubectl kodama attach {name} -n {ns}\n  status: kubectl kodama status {name} -n {ns}\n  delete: kubectl kodama delete {name} -n {ns}\n"
     ))
 }
 
