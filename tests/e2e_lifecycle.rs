@@ -545,3 +545,24 @@ fn list_shows_local_sessions_when_the_cluster_is_unreachable() {
         "{out}"
     );
 }
+
+#[test]
+fn status_text_yaml_and_unknown_name() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["start", "st", "--no-sync"]).ok();
+    let s = k.run(&["status", "st"]);
+    s.ok();
+    for f in [
+        "Session:    st",
+        "Status:     Running",
+        "Pod:        kodama-st (phase Running, node sim-node)",
+        "Sync:       Inactive",
+        "Agent run:  -",
+    ] {
+        assert!(s.stdout.contains(f), "{f:?} missing\n{s}");
+    }
+    let y = k.run(&["status", "st", "-o", "yaml"]);
+    y.ok().stdout_has("status: Running");
+    k.run(&["status", "nosuch"]).fails().stderr_has("not found");
+}
