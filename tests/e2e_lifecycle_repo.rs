@@ -399,3 +399,59 @@ fn repo_dot_uses_the_local_upstream_and_branch_and_editor_overrides() {
     );
     assert_eq!(helix, "theme = \"kodama-test\"\n");
 }
+
+#[test]
+fn a_reused_workspace_is_not_recloned_and_a_different_repo_is_refused() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let root = TempDir::new("repo");
+    let a = common::bare_repo(&root, &[("a.txt", "a\n")]);
+    let root_b = TempDir::new("repob");
+    let b = common::bare_repo(&root_b, &[("b.txt", "b\n")]);
+    k.run(&[
+        "start",
+        "rw",
+        "--no-sync",
+        "--repo",
+        a.to_str().expect("utf8"),
+    ])
+    .ok();
+    k.exec(
+        "default",
+        "rw",
+        &["sh", "-c", "echo wip > /workspace/wip.txt"],
+    );
+    k.run(&["delete", "rw", "-f"]).ok();
+    k.wait_pod_gone("default", "rw", 30);
+    // Same repo again: the existing clone and the uncommitted file are kept.
+    k.run(&[
+        "start",
+        "rw",
+        "--no-sync",
+        "--repo",
+        a.to_str().expect("utf8"),
+    ])
+    .ok();
+    assert_eq!(
+        k.exec("default", "rw", &["cat", "/workspace/wip.txt"]).1,
+        "wip\n"
+    );
+    k.run(&["delete", "rw", "-f"]).ok();
+    k.wait_pod_gone("default", "rw", 30);
+    // Another repo on that workspace: an error, nothing overwritten, the volume kept.
+    let out = k.run(&[
+        "start",
+        "rw",
+        "--no-sync",
+        "--repo",
+        b.to_str().expect("utf8"),
+    ]);
+    out.fails();
+    assert!(k.pvc("default", "kodama-workspace-rw").is_some(), "{out}");
+    assert!(k.requests("DELETE", "persistentvolumeclaims").is_empty());
+    assert_eq!(
+        std::fs::read_to_string(k.pvc_dir("default", "kodama-workspace-rw").join("wip.txt"))
+            .expect("wip kept"),
+        "wip\n"
+    );
+}

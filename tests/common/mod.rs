@@ -332,7 +332,12 @@ impl Kodama {
     /// The host directory backing a PVC (the simulator's local provisioner), e.g. to check that
     /// workspace files survive stop/resume.
     pub fn pvc_dir(&self, ns: &str, claim: &str) -> PathBuf {
-        self.sim.data_dir().join("pvc").join(ns).join(claim)
+        self.sim
+            .data_dir()
+            .join("kubelet")
+            .join("pvc")
+            .join(ns)
+            .join(claim)
     }
 
     /// Wait until session `s`'s pod is gone from the store.
