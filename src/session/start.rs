@@ -37,8 +37,8 @@ use crate::kube::resource::{CONFIG_MAPS, EVENTS, PERSISTENT_VOLUME_CLAIMS, PODS,
 use crate::kube::watch::{self, PodProgress};
 use crate::kube::Client;
 use crate::manifest::{
-    self, annotations, names, EditorConfig, OutputFormat, SessionInputs, SessionMeta, SessionSpec,
-    SshSpec, StorageSpec, MAIN_CONTAINER,
+    self, annotations, names, OutputFormat, SessionInputs, SessionMeta, SessionSpec, SshSpec,
+    StorageSpec, MAIN_CONTAINER,
 };
 use crate::run::records::{self, Access, StartRequest};
 use crate::secret::Secret;
@@ -1006,12 +1006,6 @@ fn annotate(
         )
         .map_err(|e| e.context("recording the branch on the workspace volume"))?;
     Ok(())
-}
-
-/// Build the editor config used when rebuilding objects on resume (defaults; the repo's overrides
-/// were applied at start and are not re-read).
-pub fn default_editor() -> EditorConfig {
-    EditorConfig::defaults()
 }
 
 /// Per-pod setup after Ready, best effort: the workspace volume's root belongs to root (or the
