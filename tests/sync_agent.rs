@@ -344,6 +344,8 @@ fn installer_copies_once_then_reuses_and_falls_back_for_foreign_binaries() {
     let opts = InstallOptions {
         binary: Some(me.clone()),
         allow_dynamic: true,
+        // The "pod" is this machine: keep the second-choice directory private to the test.
+        fallback_dir: home.path().join("tmp-bin").to_string_lossy().into(),
         ..Default::default()
     };
     let mode = ensure_agent(&remote, &opts).unwrap();

@@ -47,6 +47,7 @@ impl Env {
             binary: Some(std::env::current_exe().unwrap()),
             allow_dynamic: true,
             disabled: false,
+            fallback_dir: self.home.path().join("tmp-bin").to_string_lossy().into(),
         }
     }
     fn rules(&self) -> IgnoreRules {
