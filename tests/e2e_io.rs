@@ -300,9 +300,9 @@ fn background_sync_propagates_edits_through_drops_and_api_restarts_and_stops_cle
     assert!(k.config_dir.join("sync/bs1.log").exists());
 
     // An edit reaches the pod.
-    common::write(src.path(), "a.txt", "two\n");
+    common::write(src.path(), "a.txt", "two!\n");
     common::write(src.path(), "dir/b.txt", "bee\n");
-    wait_file(&ws.join("a.txt"), "two\n", 20);
+    wait_file(&ws.join("a.txt"), "two!\n", 20);
     wait_file(&ws.join("dir/b.txt"), "bee\n", 20);
 
     // A dropped stream: the next exec to the pod is cut after a few bytes.
@@ -318,6 +318,10 @@ fn background_sync_propagates_edits_through_drops_and_api_restarts_and_stops_cle
     k.sim.faults().fail_next(None, "/exec", 3, 503);
     common::write(src.path(), "d.txt", "during outage\n");
     wait_file(&ws.join("d.txt"), "during outage\n", 30);
+    // The pod's processes crash and the container restarts.
+    k.sim.faults().kill_pod_processes(NS, "kodama-bs1");
+    common::write(src.path(), "e.txt", "after a pod restart\n");
+    wait_file(&ws.join("e.txt"), "after a pod restart\n", 30);
     assert!(pid_alive(pid), "the same daemon survived every fault");
     wait_until("the status to be active again", 30, || {
         status_json(&k, "bs1").is_some_and(|s| s["state"] == "active")
@@ -549,4 +553,66 @@ fn diff_shows_workspace_edits_and_push_sends_the_branch_to_origin() {
         &["-c", "safe.directory=*", "log", "--format=%s", &branch],
     );
     assert!(log.starts_with("work"), "{log}");
+}
+
+#[test]
+fn sync_once_foreground_and_a_deleted_session_file() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let src = TempDir::new("synconce");
+    common::write(src.path(), "a.txt", "one\n");
+    k.run(&["start", "so1", "--sync", src.path().to_str().expect("utf8")])
+        .ok();
+    let ws = workspace(&k, "so1");
+    wait_file(&ws.join("a.txt"), "one\n", 10);
+
+    // --once: one reconcile pass, then exit. (A different size on purpose: see the report on
+    // same-size edits within the same second in the tar fallback.)
+    common::write(src.path(), "a.txt", "two!\n");
+    common::write(src.path(), "b.txt", "bee\n");
+    k.run(&["sync", "so1", "--once"]).ok().stdout_has("Synced");
+    assert_eq!(
+        std::fs::read_to_string(ws.join("a.txt")).expect("a"),
+        "two!\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.join("b.txt")).expect("b"),
+        "bee\n"
+    );
+
+    // --foreground: runs in this terminal with status lines until Ctrl-C.
+    let mut fg = k
+        .cmd(&["sync", "so1", "--foreground"])
+        .spawn()
+        .expect("sync --foreground");
+    wait_until("foreground sync to be active", 30, || {
+        status_json(&k, "so1").is_some_and(|s| s["state"] == "active" && s["pid"] == fg.id())
+    });
+    common::write(src.path(), "c.txt", "sea\n");
+    wait_file(&ws.join("c.txt"), "sea\n", 20);
+    // SAFETY: plain kill(2) of our own child.
+    unsafe {
+        libc::kill(fg.id() as i32, libc::SIGINT);
+    }
+    assert_eq!(wait_child(&mut fg, 10), Some(0));
+    let mut err = String::new();
+    fg.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(err.contains("sync: active"), "{err}");
+    assert_eq!(status_json(&k, "so1").expect("status")["state"], "stopped");
+
+    // A background daemon whose session file disappears (session deleted) stops by itself.
+    k.run(&["sync", "so1"]).ok();
+    let pid = status_json(&k, "so1").expect("status")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    std::fs::remove_file(k.session_file("so1")).expect("remove the session file");
+    // The daemon notices with its next report (a batch here; a keepalive when idle).
+    std::thread::sleep(Duration::from_millis(2100)); // past the 2 s check interval
+    common::write(src.path(), "d.txt", "dee\n");
+    wait_until("the daemon to exit", 30, || !pid_alive(pid));
+    assert_eq!(status_json(&k, "so1").expect("status")["state"], "stopped");
 }

@@ -703,8 +703,20 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
             last: std::sync::Mutex::new(String::new()),
         };
         let prev = std::sync::Mutex::new((String::new(), 0u64, 0u64));
+        let checked = std::sync::Mutex::new(Instant::now());
         let status = |s: &SyncStatus| {
             let _ = write_status(&p, &StatusFile::from_engine(s, me));
+            // A deleted session (its file removed) ends the daemon, checked at most every 2 s.
+            {
+                let mut at = checked.lock().unwrap_or_else(|p| p.into_inner());
+                if at.elapsed() >= Duration::from_secs(2) {
+                    *at = Instant::now();
+                    if matches!(ctx.store().and_then(|st| st.load(name)), Ok(None)) {
+                        log("the session file is gone (session deleted); stopping");
+                        stop.stop();
+                    }
+                }
+            }
             if foreground {
                 fg.show(s);
             }
@@ -735,6 +747,12 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
             }
         };
         let factory = || -> Result<Box<dyn Remote>> {
+            // The session was deleted (its file removed): nothing left to sync to.
+            if matches!(ctx.store().and_then(|st| st.load(name)), Ok(None)) {
+                log("the session file is gone (session deleted); stopping");
+                stop.stop();
+                return Err(Error::msg(format!("session \"{name}\" was deleted")));
+            }
             let found = resolve::find(ctx, name)?;
             let remote = resolve::remote_for(ctx, &found)?;
             Ok(Box::new(remote))
