@@ -17,7 +17,7 @@
 //! (`stop_daemon`) or on a safety stop (mass deletion, sync directory gone), which it records as
 //! an Error with the reason.
 //!
-//! May import: session::{ctx, resolve, podremote}, config, kube, sync, agent, run (sys helpers), term,
+//! May import: session::{ctx, resolve, podremote}, config, kube, sync, agent, term (incl. sys),
 //! error.
 
 use std::fs::{self, OpenOptions};
@@ -38,7 +38,7 @@ use crate::config::{self, time as ktime, Layer, SessionRecord};
 use crate::error::{Error, Result};
 use crate::manifest::WORKSPACE_DIR;
 use crate::remote::Remote;
-use crate::run::sys;
+use crate::term::sys;
 use crate::sync::engine::{self as eng, StopHandle, SyncEngine, SyncOptions, SyncStatus};
 use crate::sync::ignore::{IgnoreOptions, IgnoreRules};
 use crate::term::{self, SignalPipe};
