@@ -616,3 +616,64 @@ fn sync_once_foreground_and_a_deleted_session_file() {
     wait_until("the daemon to exit", 30, || !pid_alive(pid));
     assert_eq!(status_json(&k, "so1").expect("status")["state"], "stopped");
 }
+
+/// The simulator's pods run on this machine, so kodama's own (dynamically linked) test binary can
+/// serve as the in-pod helper: sync then uses one long-lived agent connection, and runs use
+/// `run-agent` (which supports `prompt --force`).
+#[test]
+fn with_kodamas_binary_in_the_pod_sync_keeps_one_connection_and_prompt_force_supersedes() {
+    let mut k = Kodama::new();
+    k.set_env("KODAMA_AGENT_ALLOW_DYNAMIC", "1");
+    let gate = TempDir::new("gate2");
+    let gate_file = gate.join("go");
+    k.write_config(&format!(
+        "defaults:\n  image: sim/kodama-session:test\n  resources:\n    cpu: \"500m\"\n    memory: \"512Mi\"\n  storage:\n    workspace: \"1Gi\"\n    claudeHome: \"100Mi\"\nagent:\n  command: [\"env\", \"FAKE_CLAUDE_WAIT_FILE={}\", \"{}\"]\n",
+        gate_file.display(),
+        common::fake_agent().display()
+    ));
+    let src = TempDir::new("agentsync");
+    common::write(src.path(), "a.txt", "one\n");
+    k.run(&["start", "ab1", "--sync", src.path().to_str().expect("utf8")])
+        .ok();
+    let ws = workspace(&k, "ab1");
+    k.run(&["sync", "ab1"]).ok();
+    wait_until("the agent transport", 30, || {
+        status_json(&k, "ab1").is_some_and(|s| s["transport"] == "agent" && s["state"] == "active")
+    });
+    let pid = status_json(&k, "ab1").expect("status")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    common::write(src.path(), "a.txt", "two!\n");
+    wait_file(&ws.join("a.txt"), "two!\n", 20);
+    // Cut the next stream that names the agent, then restart the API server (which closes the
+    // live agent connection): edits still arrive.
+    k.sim.faults().drop_stream_after("agent", 64);
+    common::write(src.path(), "b.txt", "bee\n");
+    wait_file(&ws.join("b.txt"), "bee\n", 30);
+    k.sim.restart_api().expect("restart the API server");
+    common::write(src.path(), "c.txt", "sea\n");
+    wait_file(&ws.join("c.txt"), "sea\n", 30);
+    wait_until("reconnected and active", 30, || {
+        status_json(&k, "ab1").is_some_and(|s| {
+            s["state"] == "active" && s["reconnects"].as_u64().is_some_and(|n| n >= 1)
+        })
+    });
+    assert!(pid_alive(pid));
+
+    // Runs through kodama's binary: a second prompt is refused, --force supersedes the first.
+    k.run(&["prompt", "ab1", "-p", "first"]).ok();
+    k.run(&["prompt", "ab1", "-p", "second"])
+        .fails()
+        .stderr_has("--force");
+    k.run(&["prompt", "ab1", "-p", "third", "--force"]).ok();
+    std::fs::write(&gate_file, "").expect("open the gate");
+    wait_until("the forced run to finish", 30, || {
+        std::fs::read(ws.join("fake-claude-prompt.out")).is_ok_and(|b| b == b"third")
+            && k.run(&["logs", "ab1"]).stdout.contains("[result]")
+    });
+    k.run(&["logs", "ab1", "-f", "--raw"])
+        .ok()
+        .stderr_has("succeeded");
+    assert!(stop_daemon_in(&k, "ab1"));
+    assert!(!pid_alive(pid));
+}

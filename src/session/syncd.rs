@@ -38,9 +38,9 @@ use crate::config::{self, time as ktime, Layer, SessionRecord};
 use crate::error::{Error, Result};
 use crate::manifest::WORKSPACE_DIR;
 use crate::remote::Remote;
-use crate::term::sys;
 use crate::sync::engine::{self as eng, StopHandle, SyncEngine, SyncOptions, SyncStatus};
 use crate::sync::ignore::{IgnoreOptions, IgnoreRules};
+use crate::term::sys;
 use crate::term::{self, SignalPipe};
 
 /// Environment variable that selects the stage of `sync-daemon` (internal).
@@ -553,6 +553,7 @@ fn sync_once(ctx: &Ctx, name: &str) -> Result<()> {
     let (_, local) = synced_record(ctx, name)?;
     let rules = sync_rules(ctx, &local)?;
     let mut opts = SyncOptions::new(WORKSPACE_DIR);
+    opts.install = super::agentcmds::install_options();
     opts.state_file = Some(state_file(ctx, name)?);
     let mut engine = SyncEngine::new(rules, opts);
     let found = resolve::find(ctx, name)?;
@@ -687,6 +688,7 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         let (_, local) = synced_record(ctx, name)?;
         let rules = sync_rules(ctx, &local)?;
         let mut opts = SyncOptions::new(WORKSPACE_DIR);
+        opts.install = super::agentcmds::install_options();
         opts.state_file = Some(p.state.clone());
         let mut engine = SyncEngine::new(rules, opts);
         log(&format!(
