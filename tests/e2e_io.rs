@@ -333,6 +333,9 @@ fn background_sync_propagates_edits_through_drops_and_api_restarts_and_stops_cle
         "the faults caused reconnects"
     );
 
+    let col = sync_state_in(&k, "bs1").column();
+    assert!(col.starts_with("Active ("), "{col}");
+
     // stop_daemon (what stop/delete call) ends it: SIGTERM, no process left, status stopped.
     let stopped = stop_daemon_in(&k, "bs1");
     assert!(stopped, "a daemon was running");
@@ -340,17 +343,34 @@ fn background_sync_propagates_edits_through_drops_and_api_restarts_and_stops_cle
     assert_eq!(status_json(&k, "bs1").expect("status")["state"], "stopped");
     assert!(!k.config_dir.join("sync/bs1.pid").exists());
     assert!(!stop_daemon_in(&k, "bs1"), "second stop finds nothing");
+    assert_eq!(
+        sync_state_in(&k, "bs1"),
+        kodama::session::syncd::SyncState::Inactive
+    );
+}
+
+static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Run `f` with a `Ctx` for this harness's config dir (the env var is process-wide: serialised).
+fn with_ctx<T>(k: &Kodama, f: impl FnOnce(&kodama::session::Ctx) -> T) -> T {
+    let _g = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    std::env::set_var("KODAMA_CONFIG_DIR", k.config_dir.path());
+    let ctx = kodama::session::Ctx::new(Default::default());
+    let r = f(&ctx);
+    std::env::remove_var("KODAMA_CONFIG_DIR");
+    r
 }
 
 /// Call `syncd::stop_daemon` the way stop/delete do, for this harness's config dir.
 fn stop_daemon_in(k: &Kodama, name: &str) -> bool {
-    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = ENV.lock().unwrap_or_else(|p| p.into_inner());
-    std::env::set_var("KODAMA_CONFIG_DIR", k.config_dir.path());
-    let ctx = kodama::session::Ctx::new(Default::default());
-    let r = kodama::session::syncd::stop_daemon(&ctx, name).expect("stop_daemon");
-    std::env::remove_var("KODAMA_CONFIG_DIR");
-    r
+    with_ctx(k, |ctx| {
+        kodama::session::syncd::stop_daemon(ctx, name).expect("stop_daemon")
+    })
+}
+
+/// `syncd::sync_state` (what list's SYNC column and status show).
+fn sync_state_in(k: &Kodama, name: &str) -> kodama::session::syncd::SyncState {
+    with_ctx(k, |ctx| kodama::session::syncd::sync_state(ctx, name))
 }
 
 #[test]
@@ -371,6 +391,9 @@ fn sync_daemon_records_a_safety_stop_as_an_error_with_its_reason() {
     let st = status_json(&k, "sg1").expect("status");
     assert_eq!(st["state"], "error", "{st}");
     assert!(st["reason"].as_str().is_some_and(|r| !r.is_empty()), "{st}");
+    let state = sync_state_in(&k, "sg1");
+    assert_eq!(state.column(), "Error");
+    assert_eq!(state.reason(), st["reason"].as_str());
     // The pod's files are untouched.
     assert_eq!(
         std::fs::read_to_string(workspace(&k, "sg1").join("a.txt")).expect("pod file kept"),
