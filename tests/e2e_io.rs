@@ -519,7 +519,11 @@ fn prompt_runs_the_agent_byte_for_byte_refuses_while_running_and_logs_follow_acr
 
 #[test]
 fn diff_shows_workspace_edits_and_push_sends_the_branch_to_origin() {
-    let k = Kodama::new();
+    let mut k = Kodama::new();
+    // A token in the session (from the local environment): it must never show up in an exec's
+    // argv or in push's output.
+    let token = "ghp_e2eIoSecretToken0123456789abcdef";
+    k.set_env("GITHUB_TOKEN", token);
     k.write_test_config("");
     let root = TempDir::new("gitroot");
     let bare = common::bare_repo(&root, &[("README.md", "hello\n")]);
@@ -531,6 +535,9 @@ fn diff_shows_workspace_edits_and_push_sends_the_branch_to_origin() {
         .expect("chown");
     assert!(st.success());
     k.run(&["start", "gd1", "--no-sync"]).ok();
+    // The session has the token (through its Secret).
+    k.run(&["attach", "gd1", "--command", "test -n \"$GITHUB_TOKEN\""])
+        .ok();
     // A clone in /workspace whose base commit is the repository's first commit; then a committed
     // change and uncommitted ones. (The volume root belongs to root, as on real clusters, so git in
     // the pod needs /workspace marked safe for these setup commands.)
@@ -565,6 +572,12 @@ fn diff_shows_workspace_edits_and_push_sends_the_branch_to_origin() {
     .ok();
     let out = k.run(&["push", "gd1"]);
     out.ok().stdout_has("Pushed branch");
+    assert!(!out.all().contains(token), "token in push output");
+    for e in k.journal() {
+        if e.path.ends_with("/exec") {
+            assert!(!e.query.contains(token), "token in exec argv: {}", e.query);
+        }
+    }
     let branch = out
         .stdout
         .split_whitespace()
@@ -699,4 +712,14 @@ fn with_kodamas_binary_in_the_pod_sync_keeps_one_connection_and_prompt_force_sup
         .stderr_has("succeeded");
     assert!(stop_daemon_in(&k, "ab1"));
     assert!(!pid_alive(pid));
+}
+
+#[test]
+fn dev_starts_then_attaches_and_passes_the_exit_code_through() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["dev", "dv1", "--no-sync", "--command", "pwd; exit 5"])
+        .code(5)
+        .stdout_has("/workspace");
+    assert!(k.pod(NS, "kodama-dv1").is_some(), "the session stays");
 }
