@@ -288,6 +288,25 @@ fn background_sync_propagates_edits_through_drops_and_api_restarts_and_stops_cle
     assert_eq!(st["state"], "active");
     let pid = st["pid"].as_u64().expect("pid") as u32;
     assert!(pid_alive(pid));
+    // Detached: it leads its own session (no controlling terminal) and was handed to init by the
+    // launcher, so it never becomes a zombie of whoever started it.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("fields")
+        .split_whitespace()
+        .collect();
+    let (ppid, sid): (u32, u32) = (
+        fields[1].parse().expect("ppid"),
+        fields[3].parse().expect("sid"),
+    );
+    assert_eq!(sid, pid, "the daemon leads its own session");
+    assert_ne!(
+        ppid,
+        std::process::id(),
+        "the test process is not its parent"
+    );
     let status_path = k.config_dir.join("sync/bs1.status");
     {
         use std::os::unix::fs::PermissionsExt;

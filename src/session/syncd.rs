@@ -182,12 +182,12 @@ fn write_status(p: &SyncPaths, st: &StatusFile) -> Result<()> {
     write_atomic(&p.status, &data)
 }
 
-/// Write `data` to `path` through a 0600 temp file in the same directory and a rename.
+/// Write `data` to `path` through a 0600 temp file in the same directory and a rename. The directory
+/// must exist: a daemon whose config directory was removed must not recreate it.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::msg(format!("{} has no parent directory", path.display())))?;
-    ensure_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
@@ -843,6 +843,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tmpdir("atomic");
         let p = paths(&d, "s1");
+        ensure_dir(&p.dir).expect("mkdir");
         write_status(&p, &status("active", 7, None)).expect("write");
         let mode = fs::metadata(&p.status).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -862,6 +863,7 @@ mod tests {
         // No file: Inactive.
         assert_eq!(state_from(&d, "s"), SyncState::Inactive);
         let p = paths(&d, "s");
+        ensure_dir(&p.dir).expect("mkdir");
         // A dead pid (or one that is not our daemon) that claims Active: loud Error.
         let dead = u32::MAX - 7;
         write_status(&p, &status("active", dead, None)).expect("write");
