@@ -665,9 +665,7 @@ fn sync_once_foreground_and_a_deleted_session_file() {
         .as_u64()
         .expect("pid") as u32;
     std::fs::remove_file(k.session_file("so1")).expect("remove the session file");
-    // The daemon notices with its next report (a batch here; a keepalive when idle).
-    std::thread::sleep(Duration::from_millis(2100)); // past the 2 s check interval
-    common::write(src.path(), "d.txt", "dee\n");
+    // The daemon checks for its session file every 2 s, idle or not.
     wait_until("the daemon to exit", 30, || !pid_alive(pid));
     assert_eq!(status_json(&k, "so1").expect("status")["state"], "stopped");
 }
@@ -741,4 +739,26 @@ fn dev_starts_then_attaches_and_passes_the_exit_code_through() {
         .code(5)
         .stdout_has("/workspace");
     assert!(k.pod(NS, "kodama-dv1").is_some(), "the session stays");
+}
+
+#[test]
+fn a_daemon_left_behind_exits_once_its_session_and_cluster_are_gone() {
+    let pid;
+    // The sync directory stays; only the cluster and the kodama config go away.
+    let src = TempDir::new("leftbehind");
+    common::write(src.path(), "a.txt", "one\n");
+    {
+        let k = Kodama::new();
+        k.write_test_config("");
+        k.run(&["start", "lb1", "--sync", src.path().to_str().expect("utf8")])
+            .ok();
+        k.run(&["sync", "lb1"]).ok();
+        pid = status_json(&k, "lb1").expect("status")["pid"]
+            .as_u64()
+            .expect("pid") as u32;
+        assert!(pid_alive(pid));
+        // Dropping the harness stops the cluster and removes the config directory.
+    }
+    wait_until("the orphaned daemon to exit", 40, || !pid_alive(pid));
+    assert!(src.join("a.txt").exists(), "the local files are untouched");
 }

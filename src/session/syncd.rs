@@ -698,27 +698,16 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
 
         let stop = StopHandle::new();
         let done = Arc::new(AtomicBool::new(false));
-        let watcher = spawn_signal_watcher(stop.clone(), Arc::clone(&done))?;
+        let session_file = ctx.store()?.path_for(name)?;
+        let watcher = spawn_watcher(stop.clone(), Arc::clone(&done), session_file)?;
 
         let fg = Foreground {
             tty: term::stderr_is_tty(),
             last: std::sync::Mutex::new(String::new()),
         };
         let prev = std::sync::Mutex::new((String::new(), 0u64, 0u64));
-        let checked = std::sync::Mutex::new(Instant::now());
         let status = |s: &SyncStatus| {
             let _ = write_status(&p, &StatusFile::from_engine(s, me));
-            // A deleted session (its file removed) ends the daemon, checked at most every 2 s.
-            {
-                let mut at = checked.lock().unwrap_or_else(|p| p.into_inner());
-                if at.elapsed() >= Duration::from_secs(2) {
-                    *at = Instant::now();
-                    if matches!(ctx.store().and_then(|st| st.load(name)), Ok(None)) {
-                        log("the session file is gone (session deleted); stopping");
-                        stop.stop();
-                    }
-                }
-            }
             if foreground {
                 fg.show(s);
             }
@@ -792,10 +781,13 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
     result
 }
 
-/// A thread that turns SIGTERM/SIGINT/SIGHUP into `stop.stop()`; it ends when `done` is set.
-fn spawn_signal_watcher(
+/// A thread that turns SIGTERM/SIGINT/SIGHUP into `stop.stop()`, and also stops the engine when the
+/// session file disappears (the session was deleted, or the whole config directory removed); it ends
+/// when `done` is set.
+fn spawn_watcher(
     stop: StopHandle,
     done: Arc<AtomicBool>,
+    session_file: PathBuf,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut pipes = Vec::new();
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
@@ -805,11 +797,25 @@ fn spawn_signal_watcher(
         .name("sync signals".into())
         .spawn(move || {
             let fds: Vec<_> = pipes.iter().map(SignalPipe::fd).collect();
+            let mut checked = Instant::now();
             while !done.load(Ordering::SeqCst) {
                 let ready = term::poll_readable(&fds, Duration::from_millis(100))
                     .unwrap_or_else(|_| vec![false; fds.len()]);
                 if ready.iter().any(|r| *r) || pipes.iter().any(SignalPipe::take) {
                     stop.stop();
+                }
+                if checked.elapsed() >= Duration::from_secs(2) {
+                    checked = Instant::now();
+                    if !stop.is_stopped()
+                        && matches!(fs::symlink_metadata(&session_file), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                    {
+                        eprintln!(
+                            "{} the session file {} is gone (session deleted); stopping",
+                            ktime::now_rfc3339(),
+                            session_file.display()
+                        );
+                        stop.stop();
+                    }
                 }
             }
         })
