@@ -762,3 +762,22 @@ fn a_daemon_left_behind_exits_once_its_session_and_cluster_are_gone() {
     wait_until("the orphaned daemon to exit", 40, || !pid_alive(pid));
     assert!(src.join("a.txt").exists(), "the local files are untouched");
 }
+
+#[test]
+fn an_idle_daemon_keeps_its_status_fresh() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let src = TempDir::new("idle");
+    common::write(src.path(), "a.txt", "one\n");
+    k.run(&["start", "id1", "--sync", src.path().to_str().expect("utf8")])
+        .ok();
+    k.run(&["sync", "id1"]).ok();
+    let first = status_json(&k, "id1").expect("status")["updatedAt"].clone();
+    // Nothing changes locally; the daemon still refreshes its status (every 30 s).
+    wait_until("a heartbeat in the status file", 45, || {
+        status_json(&k, "id1").is_some_and(|s| s["updatedAt"] != first && s["state"] == "active")
+    });
+    let col = sync_state_in(&k, "id1").column();
+    assert!(col.starts_with("Active"), "{col}");
+    assert!(stop_daemon_in(&k, "id1"));
+}

@@ -47,6 +47,8 @@ use crate::term::{self, SignalPipe};
 const STAGE_ENV: &str = "KODAMA_SYNC_DAEMON_STAGE";
 /// A live daemon that has not written its status for this long is reported as not responding.
 const STALE_AFTER: Duration = Duration::from_secs(120);
+/// How often a running daemon refreshes `updatedAt` in its status file.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long `stop_daemon` waits for a clean exit before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Log rotation threshold.
@@ -699,7 +701,21 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         let stop = StopHandle::new();
         let done = Arc::new(AtomicBool::new(false));
         let session_file = ctx.store()?.path_for(name)?;
-        let watcher = spawn_watcher(stop.clone(), Arc::clone(&done), session_file)?;
+        // The last status, shared with the watcher thread's heartbeat (the engine reports nothing
+        // while idle without the agent, and a silent status must not look like a hung process).
+        let shared: Arc<std::sync::Mutex<Option<StatusFile>>> = Arc::default();
+        let heartbeat = {
+            let shared = Arc::clone(&shared);
+            let p = p.clone();
+            Box::new(move || {
+                let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(st) = g.as_mut() {
+                    st.updated_at = ktime::now_rfc3339();
+                    let _ = write_status(&p, st);
+                }
+            }) as Box<dyn Fn() + Send>
+        };
+        let watcher = spawn_watcher(stop.clone(), Arc::clone(&done), session_file, heartbeat)?;
 
         let fg = Foreground {
             tty: term::stderr_is_tty(),
@@ -707,7 +723,12 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         };
         let prev = std::sync::Mutex::new((String::new(), 0u64, 0u64));
         let status = |s: &SyncStatus| {
-            let _ = write_status(&p, &StatusFile::from_engine(s, me));
+            {
+                let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let st = StatusFile::from_engine(s, me);
+                let _ = write_status(&p, &st);
+                *g = Some(st);
+            }
             if foreground {
                 fg.show(s);
             }
@@ -788,6 +809,7 @@ fn spawn_watcher(
     stop: StopHandle,
     done: Arc<AtomicBool>,
     session_file: PathBuf,
+    heartbeat: Box<dyn Fn() + Send>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut pipes = Vec::new();
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
@@ -798,11 +820,16 @@ fn spawn_watcher(
         .spawn(move || {
             let fds: Vec<_> = pipes.iter().map(SignalPipe::fd).collect();
             let mut checked = Instant::now();
+            let mut beat = Instant::now();
             while !done.load(Ordering::SeqCst) {
                 let ready = term::poll_readable(&fds, Duration::from_millis(100))
                     .unwrap_or_else(|_| vec![false; fds.len()]);
                 if ready.iter().any(|r| *r) || pipes.iter().any(SignalPipe::take) {
                     stop.stop();
+                }
+                if beat.elapsed() >= HEARTBEAT {
+                    beat = Instant::now();
+                    heartbeat();
                 }
                 if checked.elapsed() >= Duration::from_secs(2) {
                     checked = Instant::now();
