@@ -667,7 +667,11 @@ fn sync_once_foreground_and_a_deleted_session_file() {
     std::fs::remove_file(k.session_file("so1")).expect("remove the session file");
     // The daemon checks for its session file every 2 s, idle or not.
     wait_until("the daemon to exit", 30, || !pid_alive(pid));
-    assert_eq!(status_json(&k, "so1").expect("status")["state"], "stopped");
+    // ... and leaves no sync files of the deleted session behind.
+    for f in ["so1.status", "so1.pid", "so1.json"] {
+        let p = k.config_dir.join(&format!("sync/{f}"));
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
 }
 
 /// The simulator's pods run on this machine, so kodama's own (dynamically linked) test binary can

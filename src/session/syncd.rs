@@ -701,14 +701,22 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         let stop = StopHandle::new();
         let done = Arc::new(AtomicBool::new(false));
         let session_file = ctx.store()?.path_for(name)?;
+        let session_exists = {
+            let f = session_file.clone();
+            move || f.exists()
+        };
         // The last status, shared with the watcher thread's heartbeat (the engine reports nothing
         // while idle without the agent, and a silent status must not look like a hung process).
         let shared: Arc<std::sync::Mutex<Option<StatusFile>>> = Arc::default();
         let heartbeat = {
             let shared = Arc::clone(&shared);
             let p = p.clone();
+            let session_exists = session_exists.clone();
             Box::new(move || {
                 let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if !session_exists() {
+                    return;
+                }
                 if let Some(st) = g.as_mut() {
                     st.updated_at = ktime::now_rfc3339();
                     let _ = write_status(&p, st);
@@ -726,7 +734,10 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
             {
                 let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
                 let st = StatusFile::from_engine(s, me);
-                let _ = write_status(&p, &st);
+                // Never write into a deleted session's (or a removed config directory's) files.
+                if session_exists() {
+                    let _ = write_status(&p, &st);
+                }
                 *g = Some(st);
             }
             if foreground {
@@ -798,6 +809,12 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
     }
     if read_pid(&p) == Some(me) {
         let _ = fs::remove_file(&p.pid);
+    }
+    // A deleted session leaves no sync files behind.
+    if matches!(ctx.store().and_then(|st| st.path_for(name)), Ok(f) if !f.exists()) {
+        for f in [&p.status, &p.state] {
+            let _ = fs::remove_file(f);
+        }
     }
     result
 }
