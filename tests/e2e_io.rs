@@ -785,3 +785,56 @@ fn an_idle_daemon_keeps_its_status_fresh() {
     assert!(col.starts_with("Active"), "{col}");
     assert!(stop_daemon_in(&k, "id1"));
 }
+
+#[test]
+fn diff_and_push_of_a_session_started_with_repo() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let root = TempDir::new("gitroot2");
+    let bare = common::bare_repo(&root, &[("README.md", "hello\n")]);
+    let st = std::process::Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(&bare)
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    k.run(&[
+        "start",
+        "gr1",
+        "--no-sync",
+        "--repo",
+        bare.to_str().expect("utf8"),
+    ])
+    .ok();
+    let ident = "export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@e GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@e;";
+    k.run(&[
+        "attach",
+        "gr1",
+        "--command",
+        &format!(
+            "{ident} echo committed > c.txt && git add c.txt && git commit -qm step1 && echo dirty >> README.md"
+        ),
+    ])
+    .ok();
+    // Against the clone's base commit: the new commit and the uncommitted edit.
+    k.run(&["diff", "gr1"])
+        .ok()
+        .stdout_has("+committed")
+        .stdout_has("+dirty");
+    let rec = std::fs::read_to_string(k.session_file("gr1")).expect("session file");
+    let branch = rec
+        .lines()
+        .find_map(|l| l.strip_prefix("branch: "))
+        .expect("branch in the session file")
+        .trim()
+        .trim_matches('"')
+        .to_string();
+    k.run(&["push", "gr1"])
+        .ok()
+        .stdout_has(&format!("Pushed branch {branch} "));
+    let log = common::git(
+        &bare,
+        &["-c", "safe.directory=*", "log", "--format=%s", &branch],
+    );
+    assert!(log.starts_with("step1"), "{log}");
+}
