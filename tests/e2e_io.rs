@@ -645,10 +645,8 @@ fn sync_once_foreground_and_a_deleted_session_file() {
     });
     common::write(src.path(), "c.txt", "sea\n");
     wait_file(&ws.join("c.txt"), "sea\n", 20);
-    // SAFETY: plain kill(2) of our own child.
-    unsafe {
-        libc::kill(fg.id() as i32, libc::SIGINT);
-    }
+    // stop/delete (stop_daemon) end a foreground sync too, like Ctrl-C would.
+    assert!(stop_daemon_in(&k, "so1"), "the foreground sync was found");
     assert_eq!(wait_child(&mut fg, 10), Some(0));
     let mut err = String::new();
     fg.stderr

@@ -258,16 +258,46 @@ fn cmdline(pid: u32) -> Option<Vec<String>> {
     )
 }
 
-/// True when `pid` is a live `sync-daemon <name>` process (never some other process that reused the
-/// pid).
+/// True when `pid` is a live sync process of session `name`: `sync-daemon <name>`, or
+/// `sync <name> --foreground` (never some other process that reused the pid).
 fn is_our_daemon(pid: u32, name: &str) -> bool {
     if pid <= 1 {
         return false;
     }
-    cmdline(pid).is_some_and(|args| {
-        args.windows(2)
-            .any(|w| w[0] == "sync-daemon" && w[1] == name)
-    })
+    cmdline(pid).is_some_and(|args| is_sync_cmdline(&args, name))
+}
+
+fn is_sync_cmdline(args: &[String], name: &str) -> bool {
+    let daemon = args
+        .windows(2)
+        .any(|w| w[0] == "sync-daemon" && w[1] == name);
+    let foreground = args.iter().any(|a| a == "--foreground")
+        && args.windows(2).any(|w| w[0] == "sync" && w[1] == name);
+    daemon || foreground
+}
+
+/// Send `sig` to our sync process `pid`: the daemon's whole process group (it leads one after
+/// setsid), or just the process for `sync --foreground` (which lives in the shell's job).
+fn signal_sync(pid: u32, sig: i32) -> std::io::Result<()> {
+    let leader = cmdline(pid).is_some_and(|a| a.iter().any(|x| x == "sync-daemon"));
+    if leader {
+        return sys::kill_group(pid, sig);
+    }
+    let name = if sig == sys::SIGKILL {
+        "-KILL"
+    } else {
+        "-TERM"
+    };
+    let st = Command::new("kill")
+        .arg(name)
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("kill {name} {pid} failed")))
+    }
 }
 
 /// The pid of the running daemon of session `name`, if one runs.
@@ -406,15 +436,14 @@ pub fn stop_daemon(ctx: &Ctx, name: &str) -> Result<bool> {
         let _ = fs::remove_file(&p.pid);
         return Ok(false);
     }
-    // The daemon leads its own session and process group (setsid), so its pgid is its pid.
-    sys::kill_group(pid, sys::SIGTERM)
+    signal_sync(pid, sys::SIGTERM)
         .map_err(|e| Error::io("", e).context(format!("stopping the sync process {pid}")))?;
     let deadline = Instant::now() + STOP_GRACE;
     while is_our_daemon(pid, name) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if is_our_daemon(pid, name) {
-        let _ = sys::kill_group(pid, sys::SIGKILL);
+        let _ = signal_sync(pid, sys::SIGKILL);
         let deadline = Instant::now() + Duration::from_secs(2);
         while is_our_daemon(pid, name) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -949,6 +978,22 @@ mod tests {
         assert!(c == "Active (5s)" || c == "Active (6s)", "{c}");
         assert_eq!(SyncState::Inactive.column(), "Inactive");
         assert_eq!(SyncState::Inactive.reason(), None);
+    }
+
+    #[test]
+    fn sync_command_lines_are_matched_exactly() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_sync_cmdline(
+            &v(&["/k", "-n", "x", "sync-daemon", "s"]),
+            "s"
+        ));
+        assert!(!is_sync_cmdline(&v(&["/k", "sync-daemon", "s2"]), "s"));
+        assert!(is_sync_cmdline(
+            &v(&["/k", "sync", "s", "--foreground"]),
+            "s"
+        ));
+        assert!(!is_sync_cmdline(&v(&["/k", "sync", "s", "--once"]), "s"));
+        assert!(!is_sync_cmdline(&v(&["/k", "attach", "s"]), "s"));
     }
 
     #[test]
