@@ -659,9 +659,24 @@ fn sync_once_foreground_and_a_deleted_session_file() {
 
     // A background daemon whose session file disappears (session deleted) stops by itself.
     k.run(&["sync", "so1"]).ok();
+    let first = status_json(&k, "so1").expect("status")["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    // --once while the daemon runs: it pauses the daemon, resyncs, and starts it again.
+    common::write(src.path(), "e.txt", "eee\n");
+    k.run(&["sync", "so1", "--once"]).ok();
+    assert_eq!(
+        std::fs::read_to_string(ws.join("e.txt")).expect("e"),
+        "eee\n"
+    );
+    assert!(!pid_alive(first), "the old daemon was stopped");
+    wait_until("the daemon to run again", 20, || {
+        status_json(&k, "so1").is_some_and(|s| s["state"] == "active" && s["pid"] != first)
+    });
     let pid = status_json(&k, "so1").expect("status")["pid"]
         .as_u64()
         .expect("pid") as u32;
+    assert!(pid_alive(pid));
     std::fs::remove_file(k.session_file("so1")).expect("remove the session file");
     // The daemon checks for its session file every 2 s, idle or not.
     wait_until("the daemon to exit", 30, || !pid_alive(pid));
