@@ -194,29 +194,50 @@ fn port_forward_reaches_a_server_in_the_pod_until_interrupted() {
         .expect("server says listening");
     assert_eq!(&first, b"listening\n");
 
+    // A second mapping to a pod port where nothing listens.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
     let mut fwd = k
-        .cmd(&["port-forward", "pf1", &format!(":{port}")])
+        .cmd(&[
+            "port-forward",
+            "pf1",
+            &format!(":{port}"),
+            &format!(":{dead}"),
+        ])
         .spawn()
         .expect("start port-forward");
-    let mut fout = fwd.stdout.take().expect("stdout");
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while !line.ends_with(b"\n") {
-        let n = fout.read(&mut b).expect("read port-forward output");
+    let mut fout = std::io::BufReader::new(fwd.stdout.take().expect("stdout"));
+    let mut local_of = std::collections::HashMap::new();
+    while local_of.len() < 2 {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut fout, &mut line).expect("read output");
         if n == 0 {
             let mut err = String::new();
             let _ = fwd.stderr.take().expect("stderr").read_to_string(&mut err);
             panic!("port-forward ended early: {err}");
         }
-        line.push(b[0]);
+        assert!(
+            line.starts_with("Forwarding from "),
+            "unexpected line {line:?}"
+        );
+        if let Some(rest) = line.trim().strip_prefix("Forwarding from 127.0.0.1:") {
+            let (local, remote) = rest.split_once(" -> ").expect("L -> R");
+            local_of.insert(
+                remote.parse::<u16>().expect("remote port"),
+                local.parse::<u16>().expect("local port"),
+            );
+        }
     }
-    let line = String::from_utf8(line).expect("utf8");
-    let rest = line
-        .strip_prefix("Forwarding from 127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    let (local, remote) = rest.trim().split_once(" -> ").expect("L -> R");
-    assert_eq!(remote, port.to_string());
-    let local: u16 = local.parse().expect("local port");
+    // Nothing listens on `dead`: that connection ends without data, and the forward keeps going.
+    let mut c = TcpStream::connect(("127.0.0.1", local_of[&dead])).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(got.is_empty(), "data from a port nothing listens on");
+    let local = local_of[&port];
     for i in 0..3 {
         let mut c = TcpStream::connect(("127.0.0.1", local)).expect("connect to the forward");
         c.write_all(format!("ping{i}").as_bytes()).expect("send");
@@ -232,6 +253,16 @@ fn port_forward_reaches_a_server_in_the_pod_until_interrupted() {
     }
     let st = wait_child(&mut fwd, 10);
     assert_eq!(st, Some(0), "port-forward exit after Ctrl-C");
+    let mut err = String::new();
+    fwd.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert!(
+        err.contains(&dead.to_string()),
+        "the failed connection is reported: {err}"
+    );
     let _ = srv.kill();
     let _ = srv.wait();
 }
