@@ -9,7 +9,7 @@
 //! - `resume` recreates the pod from the stored spec (the local file, else the `kodama.dev/spec`
 //!   annotation on the workspace PVC), reuses the volumes, and restarts the sync. It never clones.
 //!
-//! May import: session::{ctx, resolve, seams, start, progress, rollback, list}, config, kube,
+//! May import: session::{ctx, resolve, syncd, start, progress, rollback, list}, config, kube,
 //! manifest, term, error.
 
 use std::io::{BufRead, Write};
@@ -21,7 +21,7 @@ use super::ctx::Ctx;
 use super::progress::Progress;
 use super::resolve::{self, Found};
 use super::rollback::{Interrupt, Kind, Rollback};
-use super::seams;
+use super::syncd;
 use crate::cli::{DeleteArgs, NameArgs, ResumeArgs};
 use crate::config::store::SessionStatus;
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ pub fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
                 names::claude_home_pvc(name)
             ))?);
 
-    match seams::stop_daemon(ctx, name) {
+    match syncd::stop_daemon(ctx, name) {
         Ok(true) => eprintln!("stopped the local sync"),
         Ok(false) => {}
         Err(e) => eprintln!("warning: could not stop the local sync: {e}"),
@@ -206,7 +206,7 @@ pub fn stop(ctx: &Ctx, args: &NameArgs) -> Result<()> {
     let client = ctx.client()?;
     let store = ctx.store()?;
     let _lock = store.lock_session(name)?;
-    match seams::stop_daemon(ctx, name) {
+    match syncd::stop_daemon(ctx, name) {
         Ok(true) => eprintln!("stopped the local sync"),
         Ok(false) => {}
         Err(e) => eprintln!("warning: could not stop the local sync: {e}"),
@@ -299,7 +299,7 @@ pub fn resume(ctx: &Ctx, args: &ResumeArgs) -> Result<()> {
         store.update(&name, |r| r.status = SessionStatus::Running)?;
         let sync_on = found.record.as_ref().is_some_and(|r| r.sync.enabled);
         if sync_on && !args.no_sync {
-            if let Err(e) = seams::spawn_daemon(ctx, &name) {
+            if let Err(e) = syncd::spawn_daemon(ctx, &name) {
                 eprintln!(
                     "warning: continuous sync did not start: {e}\n  start it with `kubectl kodama sync {name}`"
                 );

@@ -2,7 +2,7 @@
 //! each cluster-wide for -A; never a request per session) merged with local session files; table,
 //! wide, json and yaml output. Also the status reconciliation shared with `status`.
 //!
-//! May import: session::{ctx, resolve, seams}, config, kube, manifest, term, error.
+//! May import: session::{ctx, resolve, syncd}, config, kube, manifest, term, error.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::ctx::Ctx;
-use super::seams;
+use super::syncd;
 use crate::cli::{ListArgs, ListFormat};
 use crate::config::store::{SessionRecord, SessionStatus};
 use crate::config::{self, Layer};
@@ -338,7 +338,7 @@ fn merge(rows: &mut BTreeMap<(String, String), Row>, pods: Vec<Value>, pvcs: Vec
 
 fn sync_column(ctx: &Ctx, r: &Row) -> String {
     match &r.record {
-        Some(rec) if rec.sync.enabled => seams::sync_state(ctx, &r.name),
+        Some(rec) if rec.sync.enabled => syncd::sync_state(ctx, &r.name).column(),
         Some(_) => "Inactive".into(),
         None => "-".into(),
     }

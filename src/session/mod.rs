@@ -17,7 +17,6 @@ pub mod progress;
 pub mod pull;
 pub mod resolve;
 pub mod rollback;
-pub mod seams;
 pub mod start;
 pub mod status;
 pub mod syncd;

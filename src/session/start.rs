@@ -11,7 +11,7 @@
 //! background sync and the agent run. Any failure, or Ctrl-C, before (5) deletes exactly what this
 //! start created.
 //!
-//! May import: session::{ctx, resolve, podremote, attach, seams, progress, rollback}, config, kube,
+//! May import: session::{ctx, resolve, podremote, attach, syncd, progress, rollback}, config, kube,
 //! manifest, envfile, git, sync, agent, run, term, error.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use super::ctx::Ctx;
 use super::podremote::PodRemote;
 use super::progress::Progress;
 use super::rollback::{Interrupt, Kind, Rollback};
-use super::seams;
+use super::syncd;
 use crate::agent::install::{ensure_agent, AgentMode, InstallOptions};
 use crate::cli::{AttachArgs, DataFormat, DevArgs, PromptSource, StartArgs, SyncChoice};
 use crate::config::store::{AgentSummary, SessionRecord, SessionStatus, SyncRecord};
@@ -683,7 +683,7 @@ fn create_steps(
         ));
     }
     if plan.sync_dir.is_some() {
-        if let Err(e) = seams::spawn_daemon(ctx, name) {
+        if let Err(e) = syncd::spawn_daemon(ctx, name) {
             eprintln!(
                 "warning: continuous sync did not start: {e}\n  start it with `kubectl kodama sync {name}`"
             );

@@ -2,14 +2,14 @@
 //! Reads the pod with one GET; the run record and the git state come from two execs in a running
 //! pod (skipped, with the reason, when the pod is not running).
 //!
-//! May import: session::{ctx, resolve, seams, list, podremote}, config, kube, git, run, error.
+//! May import: session::{ctx, resolve, syncd, list, podremote}, config, kube, git, run, error.
 
 use serde_json::{json, Value};
 
 use super::ctx::Ctx;
 use super::list::{reconcile, Row};
 use super::resolve;
-use super::seams;
+use super::syncd;
 use crate::cli::{DataFormat, StatusArgs};
 use crate::error::{Error, Result};
 use crate::kube::resource::PERSISTENT_VOLUME_CLAIMS;
@@ -36,7 +36,7 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     };
     let state = reconcile(row.pod.as_ref(), row.pvc.as_ref(), row.record.as_ref());
     let sync = match &row.record {
-        Some(r) if r.sync.enabled => seams::sync_state(ctx, &row.name),
+        Some(r) if r.sync.enabled => syncd::sync_state(ctx, &row.name).column(),
         Some(_) => "Inactive (started without sync)".to_string(),
         None => "- (no local session file on this machine)".to_string(),
     };
