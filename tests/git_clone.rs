@@ -304,7 +304,7 @@ fn dot_uses_the_local_branch_as_base_and_diff_and_push_work() {
     let out = e
         .remote
         .run(
-            &clone::diff_argv(&e.ws.to_string_lossy(), DiffOpts::default()),
+            &clone::diff_argv(&e.ws.to_string_lossy(), &DiffOpts::default()),
             b"",
         )
         .expect("diff");
@@ -323,7 +323,7 @@ fn dot_uses_the_local_branch_as_base_and_diff_and_push_work() {
         .run(
             &clone::diff_argv(
                 &e.ws.to_string_lossy(),
-                DiffOpts {
+                &DiffOpts {
                     name_only: true,
                     ..Default::default()
                 },

@@ -241,6 +241,8 @@ pub struct SyncArgs {
     pub name: String,
     pub foreground: bool,
     pub once: bool,
+    /// `--force` (with `--once`): propagate a mass deletion the safety guard stopped.
+    pub force: bool,
 }
 
 /// Arguments of `pull`.
@@ -775,6 +777,7 @@ fn build(c: &'static CommandSpec, mut m: Matches) -> Result<Command> {
             name: name_only(&mut m, None)?,
             foreground: m.has("foreground"),
             once: m.has("once"),
+            force: m.has("force"),
         }),
         "sync-daemon" => Command::SyncDaemon(NameArgs {
             name: name_only(&mut m, None)?,
@@ -1006,7 +1009,8 @@ fn start_args(c: &'static CommandSpec, m: &Matches, name: &OsStr) -> Result<Star
     })
 }
 
-/// Parse `LOCAL[:REMOTE]` (`PORT` forwards PORT to PORT; `:REMOTE` picks a free local port).
+/// Parse `LOCAL[:REMOTE]` (`PORT` forwards PORT to PORT; `:REMOTE` or `0:REMOTE` picks a free
+/// local port, as kubectl does).
 pub fn parse_port_spec(s: &str) -> std::result::Result<PortSpec, String> {
     let port = |p: &str, what: &str| -> std::result::Result<u16, String> {
         match p.parse::<u32>() {
@@ -1026,6 +1030,10 @@ pub fn parse_port_spec(s: &str) -> std::result::Result<PortSpec, String> {
             })
         }
         Some(("", r)) => Ok(PortSpec {
+            local: 0,
+            remote: port(r, "the remote")?,
+        }),
+        Some(("0", r)) => Ok(PortSpec {
             local: 0,
             remote: port(r, "the remote")?,
         }),

@@ -171,6 +171,11 @@ const SYNC_FLAGS: &[FlagSpec] = &[
         "Run the sync in this terminal and show what it does (Ctrl-C stops it)",
     ),
     flag("once", None, "Send what changed once, then exit"),
+    flag(
+        "force",
+        None,
+        "With --once: also mirror a mass deletion that the safety guard stopped",
+    ),
 ];
 
 const PULL_FLAGS: &[FlagSpec] = &[flag(
@@ -312,7 +317,7 @@ deletes them too. Asks for confirmation unless --force.",
         args: "NAME [flags]",
         description: "Restarts the session's background sync process, which sends local changes to the pod as\nthey happen.",
         flags: &[SYNC_FLAGS],
-        examples: "  kubectl kodama sync my-work\n  kubectl kodama sync my-work --foreground\n  kubectl kodama sync my-work --once",
+        examples: "  kubectl kodama sync my-work\n  kubectl kodama sync my-work --foreground\n  kubectl kodama sync my-work --once\n  kubectl kodama sync my-work --once --force   # you really deleted those files",
     },
     CommandSpec {
         name: "pull",

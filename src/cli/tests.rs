@@ -234,6 +234,16 @@ fn every_command_parses() {
                 name: "w".into(),
                 foreground: true,
                 once: true,
+                force: false,
+            }),
+        ),
+        (
+            "sync w --once --force",
+            Command::Sync(SyncArgs {
+                name: "w".into(),
+                foreground: false,
+                once: true,
+                force: true,
             }),
         ),
         (
@@ -640,7 +650,17 @@ fn port_specs() {
             remote: 1
         })
     );
-    for bad in ["", "0", "65536", "a", "1:", "1:2:3", "-1", ":0"] {
+    for free in [":8080", "0:8080"] {
+        assert_eq!(
+            parse_port_spec(free),
+            Ok(PortSpec {
+                local: 0,
+                remote: 8080
+            }),
+            "{free}"
+        );
+    }
+    for bad in ["", "0", "65536", "a", "1:", "1:2:3", "-1", ":0", "0:0"] {
         assert!(parse_port_spec(bad).is_err(), "{bad}");
     }
 }

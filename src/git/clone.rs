@@ -265,34 +265,42 @@ fn keep_tail(tail: &mut String, text: &str) {
 }
 
 /// Options of `kubectl kodama diff`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiffOpts {
     pub stat: bool,
     pub name_only: bool,
     pub color: bool,
+    /// Base commit to use when the clone recorded none (e.g. the pod annotation's commit).
+    pub fallback_base: Option<String>,
 }
 
+/// `$1` workspace, `$2` fallback base commit (may be empty), then git diff options. The base is the
+/// commit recorded at clone time (`kodama.baseCommit`), else the fallback when the repository has it,
+/// else HEAD (else the empty tree).
 const DIFF_SH: &str = r#"cd "$1" || exit 1
-shift
+git rev-parse --git-dir >/dev/null 2>&1 || { echo "kodama: $1 is not a git repository" >&2; exit 3; }
 base=$(git config --get kodama.baseCommit) || base=
+if [ -z "$base" ] && [ -n "$2" ] && git cat-file -e "$2^{commit}" 2>/dev/null; then base=$2; fi
 [ -n "$base" ] || base=$(git rev-parse -q --verify HEAD) || base=$(git hash-object -t tree /dev/null)
 gd=$(git rev-parse --absolute-git-dir) || exit 1
 idx=$gd/kodama-diff-index.$$
 trap 'rm -f "$idx"' EXIT
 if [ -f "$gd/index" ]; then cp "$gd/index" "$idx" || exit 1; fi
 GIT_INDEX_FILE=$idx git add -A -- . || exit 1
+shift 2
 GIT_INDEX_FILE=$idx git diff --cached "$@" "$base" --"#;
 
 /// argv for the workspace's diff against the base commit (recorded at clone time; HEAD if none),
 /// including uncommitted and untracked (not ignored) files. Uses a temporary index so the user's
 /// index and working tree are untouched.
-pub fn diff_argv(dest: &str, o: DiffOpts) -> Vec<String> {
+pub fn diff_argv(dest: &str, o: &DiffOpts) -> Vec<String> {
     let mut a = vec![
         "sh".into(),
         "-c".into(),
         DIFF_SH.into(),
         "kodama-diff".into(),
         dest.into(),
+        o.fallback_base.clone().unwrap_or_default(),
     ];
     if o.stat {
         a.push("--stat".into());

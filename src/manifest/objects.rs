@@ -102,6 +102,13 @@ fn container_env(spec: &SessionSpec) -> Vec<Value> {
         env_var("CLAUDE_CONFIG_DIR", CLAUDE_HOME_DIR),
         env_var("KODAMA_SESSION", &spec.name),
         env_var("KODAMA_NAMESPACE", &spec.namespace),
+        // A volume's root belongs to root (with the session's fsGroup), which git refuses as
+        // "dubious ownership". Trust /workspace through git's command-line config in the
+        // environment: every git in the pod (shells, the agent, kodama's own execs) sees it, it
+        // survives container restarts, and nothing is written to a config file.
+        env_var("GIT_CONFIG_COUNT", "1"),
+        env_var("GIT_CONFIG_KEY_0", "safe.directory"),
+        env_var("GIT_CONFIG_VALUE_0", WORKSPACE_DIR),
     ];
     if let Some(ssh) = &spec.ssh {
         let checking = match ssh.known_hosts {

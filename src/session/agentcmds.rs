@@ -185,52 +185,17 @@ pub fn logs(ctx: &Ctx, args: &LogsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Diff of /workspace against the base commit (the clone's `kodama.baseCommit`, else the given
-/// fallback commit when it exists in the repository, else HEAD), untracked and uncommitted changes
-/// included, through a temporary index. `$1` workspace, `$2` fallback base, then git diff options.
-pub const DIFF_SH: &str = r#"cd "$1" || exit 1
-git rev-parse --git-dir >/dev/null 2>&1 || { echo "kodama: $1 is not a git repository" >&2; exit 3; }
-base=$(git config --get kodama.baseCommit) || base=
-if [ -z "$base" ] && [ -n "$2" ] && git cat-file -e "$2^{commit}" 2>/dev/null; then base=$2; fi
-[ -n "$base" ] || base=$(git rev-parse -q --verify HEAD) || base=$(git hash-object -t tree /dev/null)
-gd=$(git rev-parse --absolute-git-dir) || exit 1
-idx=$gd/kodama-diff-index.$$
-trap 'rm -f "$idx"' EXIT
-if [ -f "$gd/index" ]; then cp "$gd/index" "$idx" || exit 1; fi
-GIT_INDEX_FILE=$idx git add -A -- . || exit 1
-shift 2
-GIT_INDEX_FILE=$idx git diff --cached "$@" "$base" --"#;
-
-/// Git refuses repositories whose directory belongs to another user ("dubious ownership"); a
-/// volume's root usually belongs to root with the session's fsGroup. Trust /workspace for this one
-/// command (command-line config through the environment; nothing is written).
-fn git_env_prefix() -> Vec<String> {
-    vec![
-        "env".into(),
-        "GIT_CONFIG_COUNT=1".into(),
-        "GIT_CONFIG_KEY_0=safe.directory".into(),
-        format!("GIT_CONFIG_VALUE_0={WORKSPACE_DIR}"),
-    ]
-}
-
-/// The argv of `diff`.
+/// The argv of `diff`: the workspace against the session's base commit (see
+/// [`crate::git::clone::diff_argv`]), `fallback_base` when the clone recorded none.
 pub fn diff_argv(fallback_base: &str, color: bool) -> Vec<String> {
-    let mut a = git_env_prefix();
-    a.extend([
-        "sh".into(),
-        "-c".into(),
-        DIFF_SH.into(),
-        "kodama-diff".into(),
-        WORKSPACE_DIR.into(),
-        fallback_base.into(),
-        if color {
-            "--color=always"
-        } else {
-            "--no-color"
-        }
-        .into(),
-    ]);
-    a
+    crate::git::clone::diff_argv(
+        WORKSPACE_DIR,
+        &crate::git::clone::DiffOpts {
+            color,
+            fallback_base: Some(fallback_base.to_string()),
+            ..Default::default()
+        },
+    )
 }
 
 fn annotation(found: &Found, key: &str) -> Option<String> {
@@ -333,11 +298,7 @@ pub fn push(ctx: &Ctx, args: &NameArgs) -> Result<()> {
         .and_then(|r| r.branch.clone())
         .filter(|b| !b.is_empty())
         .or_else(|| annotation(&found, annotations::BRANCH));
-    let mut argv = git_env_prefix();
-    argv.extend(crate::git::clone::push_argv(
-        WORKSPACE_DIR,
-        branch.as_deref(),
-    )?);
+    let argv = crate::git::clone::push_argv(WORKSPACE_DIR, branch.as_deref())?;
     let (code, out) = stream(&remote, &argv, true)?;
     if code != 0 {
         return Err(Error::with_hint(

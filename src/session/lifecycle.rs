@@ -396,9 +396,6 @@ fn resume_steps(
             e.hinted(hint)
         }
     })?;
-    let remote =
-        super::podremote::PodRemote::new(client, &ns, &pod_name, Some(manifest::MAIN_CONTAINER));
-    super::start::prepare_pod(&remote);
     Ok(())
 }
 

@@ -567,7 +567,6 @@ fn create_steps(
         return Err(Error::Interrupted);
     }
 
-    prepare_pod(&remote);
     if probe_login && crate::run::creds::credentials_warning(&env_names, None).is_some() {
         let probe = crate::run::creds::probe_claude_home(&remote, manifest::CLAUDE_HOME_DIR).ok();
         if let Some(w) = crate::run::creds::credentials_warning(&env_names, probe.as_ref()) {
@@ -1006,22 +1005,6 @@ fn annotate(
         )
         .map_err(|e| e.context("recording the branch on the workspace volume"))?;
     Ok(())
-}
-
-/// Per-pod setup after Ready, best effort: the workspace volume's root belongs to root (or the
-/// volume's owner), which git refuses as "dubious ownership"; trust /workspace in the session
-/// user's git config (in $HOME, an emptyDir, so it is redone on every start and resume).
-pub fn prepare_pod(remote: &PodRemote) {
-    use crate::remote::Remote;
-    let argv: Vec<String> = [
-        "sh",
-        "-c",
-        "command -v git >/dev/null 2>&1 || exit 0; git config --global --get-all safe.directory 2>/dev/null | grep -qx /workspace || git config --global --add safe.directory /workspace",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let _ = remote.run(&argv, b"");
 }
 
 #[cfg(test)]

@@ -520,10 +520,16 @@ pub fn sync_cmd(ctx: &Ctx, args: &SyncArgs) -> Result<()> {
             None,
         ));
     }
+    if args.force && !args.once {
+        return Err(Error::usage(
+            "--force only goes with --once",
+            Some("run `kubectl kodama sync NAME --once --force` to mirror a deletion the safety guard stopped".into()),
+        ));
+    }
     synced_record(ctx, name)?;
     if args.once {
         let was_running = stop_daemon(ctx, name)?;
-        let res = sync_once(ctx, name);
+        let res = sync_once(ctx, name, args.force);
         if was_running {
             spawn_daemon(ctx, name)?;
         }
@@ -580,10 +586,11 @@ pub fn sync_cmd(ctx: &Ctx, args: &SyncArgs) -> Result<()> {
     }
 }
 
-fn sync_once(ctx: &Ctx, name: &str) -> Result<()> {
+fn sync_once(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
     let (_, local) = synced_record(ctx, name)?;
     let rules = sync_rules(ctx, &local)?;
     let mut opts = SyncOptions::new(WORKSPACE_DIR);
+    opts.allow_mass_delete = force;
     opts.install = super::agentcmds::install_options();
     opts.state_file = Some(state_file(ctx, name)?);
     let mut engine = SyncEngine::new(rules, opts);
