@@ -131,6 +131,7 @@ fn tls_client_cert_token_403_and_401() {
     let api = e.api().expect("an API error");
     assert_eq!(api.code, 403);
     let text = e.render();
+    eprintln!("{text}\n---");
     assert!(
         text.contains("listing pods in namespace \"default\""),
         "{text}"
@@ -169,6 +170,7 @@ fn tls_client_cert_token_403_and_401() {
         .expect_err("anonymous must be rejected");
     assert_eq!(e.api().map(|a| a.code), Some(401), "{e}");
     let text = e.render();
+    eprintln!("{text}\n---");
     assert!(text.contains("getting namespaces \"default\""), "{text}");
     assert!(text.contains("Unauthorized"), "{text}");
     assert!(
@@ -575,6 +577,7 @@ fn rest_verbs_paging_conflicts_patches_apply_delete() {
         .expect_err("stale rv");
     assert_eq!(e.api().map(|a| a.code), Some(409));
     let text = e.render();
+    eprintln!("{text}\n---");
     assert!(
         text.contains("updating configmaps \"p0\" in namespace \"default\""),
         "{text}"
@@ -711,6 +714,7 @@ fn rest_verbs_paging_conflicts_patches_apply_delete() {
         .expect_err("no ns");
     assert!(e.is_not_found());
     let text = e.render();
+    eprintln!("{text}\n---");
     assert!(
         text.contains("namespace \"nowhere\" does not exist"),
         "{text}"
@@ -724,6 +728,7 @@ fn rest_verbs_paging_conflicts_patches_apply_delete() {
     let api = e.api().expect("api error");
     assert_eq!(api.code, 422);
     let text = e.render();
+    eprintln!("{text}\n---");
     for field in [
         "metadata.name",
         "metadata.labels",
@@ -799,4 +804,90 @@ fn rest_calls_reuse_one_keep_alive_connection() {
         "12 sequential calls must reuse the kept-alive connection"
     );
     assert_eq!(sim.journal().len(), 13);
+}
+
+#[test]
+fn token_file_reread_after_rotation() {
+    let sim = sim();
+    let dir = scratch(&sim, "tokenfile");
+    let kc = write_kubeconfig(
+        &dir,
+        "tf.json",
+        &sim,
+        json!({"tokenFile": sim.token_file_for(ADMIN_USER).display().to_string()}),
+    );
+    let c = client_for(&kc);
+    c.get(&NAMESPACES, None, "default").expect("first");
+    sim.faults().rotate_token(ADMIN_USER).expect("rotate");
+    sim.clear_journal();
+    c.get(&NAMESPACES, None, "default")
+        .expect("re-read after 401");
+    assert_eq!(
+        codes(&requests(&sim, "GET", "/namespaces/default", "")),
+        vec![401, 200]
+    );
+}
+
+#[test]
+fn requests_after_an_api_restart_use_a_new_connection() {
+    let sim = sim();
+    let c = admin(&sim);
+    c.get(&NAMESPACES, None, "default")
+        .expect("warm up the pool");
+    sim.restart_api().expect("restart");
+    sim.clear_journal();
+    // The pooled connection is dead; a create (never retried once sent) must still go through,
+    // exactly once.
+    c.create(
+        &CONFIG_MAPS,
+        Some("default"),
+        &cm("after-restart", json!({})),
+    )
+    .expect("create after restart");
+    assert_eq!(codes(&requests(&sim, "POST", "/configmaps", "")), vec![201]);
+    c.get(&NAMESPACES, None, "default")
+        .expect("get after restart");
+}
+
+#[test]
+fn watch_survives_an_api_restart() {
+    let sim = sim();
+    let c = admin(&sim);
+    let c2 = c.clone();
+    sim.clear_journal();
+    let h = std::thread::spawn(move || {
+        watch_until(
+            &c2,
+            &CONFIG_MAPS,
+            Some("default"),
+            &WatchTarget::default(),
+            Instant::now() + Duration::from_secs(20),
+            &mut |ev| {
+                Ok(
+                    (ev.kind == EventType::Added && ev.object["metadata"]["name"] == "later")
+                        .then_some(()),
+                )
+            },
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while requests(&sim, "GET", "/configmaps", "watch=1").is_empty() {
+        assert!(Instant::now() < deadline, "never watched");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sim.restart_api().expect("restart");
+    // Wait for the client to watch again, then create the object it waits for.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while requests(&sim, "GET", "/configmaps", "watch=1").len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no new watch after the restart: {:?}",
+            sim.journal()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sim.create("configmaps", "default", cm("later", json!({})))
+        .expect("create");
+    let r = h.join().expect("thread").expect("watch after restart");
+    assert_eq!(r, Some(()));
 }

@@ -1,0 +1,548 @@
+//! kodama's Kubernetes client against the full simulated cluster (HTTPS API server + the real
+//! simulated kubelet running pods as processes; needs root, fails loudly without it):
+//! `wait_for_pod` on a watch (Ready, image pull failure, unschedulable, deadline; no polling),
+//! exec stdin close on v5, a dropped exec stream and an API server restart under a running exec
+//! (clear errors, never a hang), and logs follow with tailLines/sinceSeconds/timestamps.
+//! Exit codes, the 100 MB round trip and TTY resize are in `kube_stream_sim.rs`.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kodama::kube::client::Client;
+use kodama::kube::exec::{ExecProcess, ExecRequest};
+use kodama::kube::load::{load_with, LoadEnv, Overrides};
+use kodama::kube::logs::{stream_logs, LogOptions};
+use kodama::kube::resource::PODS;
+use kodama::kube::watch::wait_for_pod;
+use kodama::kube::ws::codec::Protocol;
+use kodama::remote::RemoteProcess;
+use kodama_sim::{JournalEntry, SimCluster, SimOptions};
+use serde_json::{json, Value};
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        uid, "0",
+        "these tests run pods with the simulated kubelet, which needs root (CI runs as root)"
+    );
+}
+
+fn start(delay_ms: u64) -> (SimCluster, Client) {
+    require_root();
+    let sim = SimCluster::start(SimOptions {
+        start_delay: Duration::from_millis(delay_ms),
+        ..SimOptions::default()
+    })
+    .expect("start the simulated cluster");
+    let cfg = load_with(
+        &Overrides {
+            kubeconfig: Some(sim.kubeconfig_path()),
+            ..Overrides::default()
+        },
+        &LoadEnv::default(),
+    )
+    .expect("kubeconfig");
+    (sim, Client::new(cfg).expect("client"))
+}
+
+fn pod(name: &str, containers: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"restartPolicy": "Never", "containers": containers}})
+}
+
+fn sleeper(name: &str) -> Value {
+    pod(
+        name,
+        json!([{"name": "main", "image": "busybox", "command": ["sleep", "300"]}]),
+    )
+}
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Pod GETs for `name` that are not watches (a poller would make many of these).
+fn plain_pod_gets(j: &[JournalEntry], name: &str) -> usize {
+    j.iter()
+        .filter(|e| {
+            e.method == "GET"
+                && e.path.contains("/pods")
+                && !e.path.contains("/log")
+                && e.query_param("watch").is_none()
+                && (e.path.ends_with(&format!("/pods/{name}"))
+                    || e.query_param("fieldSelector").as_deref()
+                        == Some(&format!("metadata.name={name}")))
+        })
+        .count()
+}
+
+fn pod_watches(j: &[JournalEntry], name: &str) -> usize {
+    j.iter()
+        .filter(|e| {
+            e.method == "GET"
+                && e.path.ends_with("/pods")
+                && e.query_param("watch").is_some()
+                && e.query_param("fieldSelector").as_deref()
+                    == Some(&format!("metadata.name={name}"))
+        })
+        .count()
+}
+
+#[test]
+fn wait_for_pod_ready_fail_fast_and_deadline_on_a_watch() {
+    let (sim, c) = start(400);
+    let ns = Some("default");
+
+    // Ready.
+    c.create(&PODS, ns, &sleeper("ok")).expect("create ok");
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    let p = wait_for_pod(
+        &c,
+        "default",
+        "ok",
+        Instant::now() + Duration::from_secs(30),
+        &mut |p| phases.push((p.phase.clone(), p.ready)),
+    )
+    .expect("ready");
+    assert_eq!(p["status"]["phase"], "Running");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "returned before the kubelet started it"
+    );
+    assert_eq!(phases.last().map(|p| p.1), Some(true), "{phases:?}");
+    assert!(
+        phases.len() >= 2,
+        "progress reported along the way: {phases:?}"
+    );
+    let j = sim.journal();
+    assert!(plain_pod_gets(&j, "ok") <= 1, "polled: {j:?}");
+    assert!(pod_watches(&j, "ok") >= 1, "no watch: {j:?}");
+
+    // An image that cannot be pulled fails fast with the reason and the pod's events.
+    c.create(
+        &PODS,
+        ns,
+        &pod("badimg", json!([{"name": "main", "image": "registry.example/does-not-exist:1", "command": ["sleep", "300"]}])),
+    )
+    .expect("create badimg");
+    let t = Instant::now();
+    let e = wait_for_pod(
+        &c,
+        "default",
+        "badimg",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect_err("image pull must fail");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not fast: {:?}",
+        t.elapsed()
+    );
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(
+        text.contains("pod \"badimg\" in namespace \"default\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("ErrImagePull") || text.contains("ImagePullBackOff"),
+        "{text}"
+    );
+    assert!(text.contains("does-not-exist"), "{text}");
+    assert!(text.contains("hint:"), "{text}");
+
+    // Requests above the node's capacity (4 CPUs) → Unschedulable, with the scheduler's words.
+    c.create(
+        &PODS,
+        ns,
+        &pod(
+            "huge",
+            json!([{"name": "main", "image": "busybox", "command": ["sleep", "300"],
+            "resources": {"requests": {"cpu": "64"}}}]),
+        ),
+    )
+    .expect("create huge");
+    let t = Instant::now();
+    let e = wait_for_pod(
+        &c,
+        "default",
+        "huge",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect_err("unschedulable must fail");
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "not fast: {:?}",
+        t.elapsed()
+    );
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(text.contains("Unschedulable"), "{text}");
+    assert!(text.contains("Insufficient cpu"), "{text}");
+
+    // A pod that stays in its init container: the deadline ends the wait, with where it stuck.
+    let mut slow = sleeper("slow");
+    slow["spec"]["initContainers"] =
+        json!([{"name": "init", "image": "busybox", "command": ["sleep", "60"]}]);
+    c.create(&PODS, ns, &slow).expect("create slow");
+    sim.clear_journal();
+    let t = Instant::now();
+    let e = wait_for_pod(
+        &c,
+        "default",
+        "slow",
+        Instant::now() + Duration::from_millis(2500),
+        &mut |_| {},
+    )
+    .expect_err("deadline");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(2400) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(
+        text.contains("did not become ready before the deadline"),
+        "{text}"
+    );
+    assert!(text.contains("Pending"), "{text}");
+    // 2.5 s of waiting: one list, then a watch; no stream of GETs.
+    let j = sim.journal();
+    assert!(plain_pod_gets(&j, "slow") <= 1, "polled: {j:?}");
+    assert!(pod_watches(&j, "slow") >= 1, "no watch: {j:?}");
+}
+
+fn ready_box(sim: &SimCluster, c: &Client, name: &str) {
+    c.create(&PODS, Some("default"), &sleeper(name))
+        .expect("create pod");
+    wait_for_pod(
+        c,
+        "default",
+        name,
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("pod ready");
+    assert!(sim.get("pods", "default", name).is_some());
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish within `limit` (a hang).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} hung for more than {limit:?}"))
+}
+
+#[test]
+fn exec_stdin_close_dropped_stream_and_api_restart() {
+    let (sim, c) = start(50);
+    ready_box(&sim, &c, "box");
+
+    // v5 stdin close: `cat` sees EOF and ends.
+    let mut p = ExecProcess::spawn(&c, &ExecRequest::new("default", "box", &argv(&["cat"])))
+        .expect("exec cat");
+    assert_eq!(p.protocol(), Protocol::V5);
+    let mut stdin = p.take_stdin().expect("stdin");
+    let mut stdout = p.take_stdout().expect("stdout");
+    let out = within(
+        Duration::from_secs(20),
+        "cat after stdin close",
+        move || {
+            stdin.write_all(b"one\0two\n").expect("write");
+            drop(stdin);
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).expect("read");
+            (out, p.wait_code())
+        },
+    );
+    assert_eq!(out.0, b"one\0two\n");
+    assert_eq!(out.1.expect("exit code"), 0);
+
+    // A stream cut by the network after a few KB: a clear error, not a hang, not success.
+    sim.faults().drop_stream_after("/exec", 4096);
+    let mut r = ExecRequest::new(
+        "default",
+        "box",
+        &argv(&[
+            "sh",
+            "-c",
+            "head -c 200000 /dev/zero | tr '\\0' x; sleep 30",
+        ]),
+    );
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec");
+    let mut stdout = p.take_stdout().expect("stdout");
+    let t = Instant::now();
+    let (n, code) = within(
+        Duration::from_secs(20),
+        "a dropped exec stream",
+        move || {
+            let mut buf = Vec::new();
+            let _ = stdout.read_to_end(&mut buf);
+            (buf.len(), p.wait_code())
+        },
+    );
+    assert!(n < 200_000, "got all {n} bytes despite the drop");
+    let e = code.expect_err("a dropped stream is not a success");
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(
+        text.contains("without reporting an exit status") || text.contains("closed"),
+        "{text}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(15));
+    sim.faults().clear();
+
+    // The API server restarts under a long exec: a clear error; then a new exec works.
+    let mut r = ExecRequest::new(
+        "default",
+        "box",
+        &argv(&["sh", "-c", "echo started; sleep 60"]),
+    );
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec long");
+    let mut stdout = p.take_stdout().expect("stdout");
+    let mut first = [0u8; 8];
+    stdout.read_exact(&mut first).expect("started");
+    assert_eq!(&first, b"started\n");
+    sim.restart_api().expect("restart the API server");
+    let t = Instant::now();
+    let code = within(
+        Duration::from_secs(20),
+        "exec across an API restart",
+        move || {
+            let mut rest = Vec::new();
+            let _ = stdout.read_to_end(&mut rest);
+            p.wait_code()
+        },
+    );
+    let e = code.expect_err("the stream died with the API server");
+    eprintln!("{}\n---", e.render());
+    assert!(!e.render().is_empty());
+    assert!(t.elapsed() < Duration::from_secs(15));
+    let mut r = ExecRequest::new("default", "box", &argv(&["sh", "-c", "echo again; exit 7"]));
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec after restart");
+    let mut out = String::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "again\n");
+    assert_eq!(p.wait_code().expect("code"), 7);
+    // REST works again too (the kept-alive connection died with the old server).
+    c.get(&PODS, Some("default"), "box")
+        .expect("get after restart");
+}
+
+fn logs(c: &Client, o: &LogOptions) -> String {
+    let mut out = Vec::new();
+    stream_logs(c, "default", "talker", o, &mut out).expect("logs");
+    String::from_utf8(out).expect("utf-8 logs")
+}
+
+/// A writer other threads can read while `stream_logs` is still writing.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("buffer")).into_owned()
+    }
+}
+
+fn is_rfc3339_prefixed(line: &str) -> bool {
+    let ts = line.split(' ').next().unwrap_or("");
+    ts.len() >= 20 && ts.as_bytes()[4] == b'-' && ts.as_bytes()[10] == b'T' && ts.ends_with('Z')
+}
+
+#[test]
+fn logs_follow_with_tail_since_and_timestamps() {
+    let (sim, c) = start(50);
+    let gate = sim.data_dir().join("logs-gate");
+    let script = format!(
+        "for i in 1 2 3 4 5; do echo line-$i; done; while [ ! -e {g} ]; do sleep 0.05; done; echo after-gate",
+        g = gate.display()
+    );
+    c.create(
+        &PODS,
+        Some("default"),
+        &pod(
+            "talker",
+            json!([{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]),
+        ),
+    )
+    .expect("create talker");
+    wait_for_pod(
+        &c,
+        "default",
+        "talker",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("ready");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !logs(&c, &LogOptions::default()).contains("line-5") {
+        assert!(Instant::now() < deadline, "no logs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen_at = Instant::now();
+
+    // Follow the last 2 lines with timestamps; it ends when the container ends.
+    let buf = Shared::default();
+    let mut w = buf.clone();
+    let c2 = c.clone();
+    let h = std::thread::spawn(move || {
+        let o = LogOptions {
+            follow: true,
+            tail_lines: Some(2),
+            timestamps: true,
+            ..LogOptions::default()
+        };
+        stream_logs(&c2, "default", "talker", &o, &mut w)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !buf.text().contains("line-5") {
+        assert!(
+            Instant::now() < deadline,
+            "follow printed nothing: {:?}",
+            buf.text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!buf.text().contains("after-gate"));
+    // Lines 1-5 must be more than 1 s old for the sinceSeconds check below.
+    while seen_at.elapsed() < Duration::from_millis(1300) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write_gate(&gate);
+    within(
+        Duration::from_secs(20),
+        "logs follow after the container ended",
+        move || h.join().expect("follow thread"),
+    )
+    .expect("follow ended cleanly");
+    let text = buf.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text:?}");
+    assert!(lines.iter().all(|l| is_rfc3339_prefixed(l)), "{text:?}");
+    assert!(
+        lines[0].ends_with(" line-4") && lines[1].ends_with(" line-5"),
+        "{text:?}"
+    );
+    assert!(lines[2].ends_with(" after-gate"), "{text:?}");
+    let req = sim
+        .journal()
+        .into_iter()
+        .find(|e| e.path.ends_with("/talker/log") && e.query_param("follow").is_some())
+        .expect("follow request");
+    assert_eq!(req.query_param("follow").as_deref(), Some("true"));
+    assert_eq!(req.query_param("tailLines").as_deref(), Some("2"));
+    assert_eq!(req.query_param("timestamps").as_deref(), Some("true"));
+
+    // sinceSeconds=1: only the line written after the gate, without timestamps.
+    let recent = logs(
+        &c,
+        &LogOptions {
+            since_seconds: Some(1),
+            ..LogOptions::default()
+        },
+    );
+    assert_eq!(recent, "after-gate\n");
+    let all = logs(&c, &LogOptions::default());
+    assert_eq!(all, "line-1\nline-2\nline-3\nline-4\nline-5\nafter-gate\n");
+}
+
+fn write_gate(p: &Path) {
+    std::fs::write(p, b"go").expect("gate");
+}
+
+#[test]
+fn exec_and_logs_refresh_credentials_after_rotation() {
+    let (sim, admin) = start(50);
+    ready_box(&sim, &admin, "box");
+    // A client whose token comes from a token file (re-read after a 401).
+    use base64::Engine;
+    let kc = sim.data_dir().join("tokenfile-kubeconfig.json");
+    let cfg = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "sim", "cluster": {"server": sim.server_url(),
+            "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(sim.ca_pem())}}],
+        "users": [{"name": "u", "user": {"tokenFile": sim.token_file_for(kodama_sim::ADMIN_USER).display().to_string()}}],
+        "contexts": [{"name": "c", "context": {"cluster": "sim", "user": "u"}}],
+        "current-context": "c",
+    });
+    std::fs::write(&kc, cfg.to_string()).expect("kubeconfig");
+    let c = Client::new(
+        load_with(
+            &Overrides {
+                kubeconfig: Some(kc),
+                ..Overrides::default()
+            },
+            &LoadEnv::default(),
+        )
+        .expect("load"),
+    )
+    .expect("client");
+    c.get(&PODS, Some("default"), "box")
+        .expect("cache the token");
+    sim.faults()
+        .rotate_token(kodama_sim::ADMIN_USER)
+        .expect("rotate");
+    sim.clear_journal();
+    let mut r = ExecRequest::new("default", "box", &argv(&["echo", "hi"]));
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec after rotation");
+    let mut out = String::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "hi\n");
+    assert_eq!(p.wait_code().expect("code"), 0);
+    let execs: Vec<u16> = sim
+        .journal()
+        .iter()
+        .filter(|e| e.path.ends_with("/box/exec"))
+        .map(|e| e.code)
+        .collect();
+    assert_eq!(execs, vec![401, 101]);
+
+    sim.faults()
+        .rotate_token(kodama_sim::ADMIN_USER)
+        .expect("rotate again");
+    let mut out = Vec::new();
+    stream_logs(&c, "default", "box", &LogOptions::default(), &mut out)
+        .expect("logs after rotation");
+}
