@@ -729,12 +729,22 @@ fn rest_verbs_paging_conflicts_patches_apply_delete() {
     assert_eq!(api.code, 422);
     let text = e.render();
     eprintln!("{text}\n---");
+    assert!(
+        text.contains("422 Invalid: Pod \"Bad_Name\" is invalid:\n  - "),
+        "{text}"
+    );
     for field in [
         "metadata.name",
         "metadata.labels",
         "spec.containers[0].name",
     ] {
-        assert!(text.contains(field), "{field} missing from:\n{text}");
+        // Each invalid field on its own line, exactly once (not also inside the server's
+        // bracketed summary).
+        assert_eq!(text.matches(field).count(), 1, "{field} in:\n{text}");
+        assert!(
+            text.contains(&format!("\n  - {field}: Invalid value")),
+            "{field} in:\n{text}"
+        );
     }
     assert!(text.contains("hint: fix the fields listed above"), "{text}");
     assert!(api.causes.len() >= 3, "{:?}", api.causes);

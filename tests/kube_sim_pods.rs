@@ -546,3 +546,51 @@ fn exec_and_logs_refresh_credentials_after_rotation() {
     stream_logs(&c, "default", "box", &LogOptions::default(), &mut out)
         .expect("logs after rotation");
 }
+
+#[test]
+fn exec_errors_name_the_denied_permission_and_say_things_once() {
+    let (sim, admin) = start(50);
+    ready_box(&sim, &admin, "box");
+    // The restricted user may not exec outside its namespace: the hint names the permission the
+    // API server checked (get pods/exec), so the suggested `kubectl auth can-i` is the right one.
+    let r = Client::new(
+        load_with(
+            &Overrides {
+                kubeconfig: Some(
+                    sim.kubeconfig_for(kodama_sim::RESTRICTED_USER)
+                        .expect("restricted kubeconfig"),
+                ),
+                ..Overrides::default()
+            },
+            &LoadEnv::default(),
+        )
+        .expect("load"),
+    )
+    .expect("client");
+    let mut req = ExecRequest::new("default", "box", &argv(&["true"]));
+    req.stdin = false;
+    let e = ExecProcess::spawn(&r, &req).err().expect("403");
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert_eq!(e.api().map(|a| a.code), Some(403), "{text}");
+    assert!(text.contains("cannot get resource \"pods/exec\""), "{text}");
+    assert!(
+        text.contains("hint: you may not get pods/exec in namespace \"default\"")
+            && text.contains("kubectl auth can-i get pods/exec -n default"),
+        "{text}"
+    );
+    // A command that does not exist: the server's message once, not repeated as a cause.
+    let mut req = ExecRequest::new("default", "box", &argv(&["no-such-binary-xyz"]));
+    req.stdin = false;
+    let e = ExecProcess::spawn(&admin, &req)
+        .and_then(|p| p.wait_code())
+        .expect_err("missing binary");
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(text.contains("no-such-binary-xyz"), "{text}");
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "{text}"
+    );
+}
