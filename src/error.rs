@@ -357,7 +357,10 @@ impl fmt::Display for Error {
                     None => write!(f, "{a}")?,
                 }
                 for c in &a.causes {
-                    if invalid_head.is_none() && c.field.is_empty() && a.message.contains(&c.message) {
+                    if invalid_head.is_none()
+                        && c.field.is_empty()
+                        && a.message.contains(&c.message)
+                    {
                         continue;
                     }
                     if c.field.is_empty() {
@@ -502,7 +505,10 @@ mod tests {
             ..ApiError::default()
         })
         .to_string();
-        assert!(extra.ends_with("\n  - .data.k: conflict with \"kubectl\""), "{extra}");
+        assert!(
+            extra.ends_with("\n  - .data.k: conflict with \"kubectl\""),
+            "{extra}"
+        );
     }
 
     #[test]

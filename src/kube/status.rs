@@ -400,14 +400,20 @@ mod tests {
         let h = explain(a, &op("create", "pods/exec", Some("dev"), Some("p")))
             .hint()
             .unwrap_or_default();
-        assert!(h.contains("you may not get pods/exec in namespace \"dev\""), "{h}");
+        assert!(
+            h.contains("you may not get pods/exec in namespace \"dev\""),
+            "{h}"
+        );
         assert!(h.contains("kubectl auth can-i get pods/exec -n dev"), "{h}");
         let mut a = api(403, "Forbidden", "deployments", "");
         a.message = r#"deployments.apps is forbidden: User "u" cannot list resource "deployments" in API group "apps" at the cluster scope"#.into();
         let h = explain(a, &op("list", "deployments", None, None))
             .hint()
             .unwrap_or_default();
-        assert!(h.contains("kubectl auth can-i list deployments.apps`"), "{h}");
+        assert!(
+            h.contains("kubectl auth can-i list deployments.apps`"),
+            "{h}"
+        );
         // Terminating namespace.
         let mut a = api(403, "Forbidden", "pods", "");
         a.causes.push(ApiCause {
