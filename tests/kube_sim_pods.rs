@@ -594,3 +594,49 @@ fn exec_errors_name_the_denied_permission_and_say_things_once() {
         "{text}"
     );
 }
+
+#[test]
+fn exec_upgrade_retried_after_throttling_never_after_500() {
+    let (sim, c) = start(50);
+    ready_box(&sim, &c, "box");
+    let run = || {
+        let mut r = ExecRequest::new("default", "box", &argv(&["echo", "ran"]));
+        r.stdin = false;
+        let mut p = ExecProcess::spawn(&c, &r)?;
+        let mut s = String::new();
+        p.take_stdout()
+            .expect("stdout")
+            .read_to_string(&mut s)
+            .expect("read");
+        p.wait_code().map(|code| (code, s))
+    };
+    let execs = |sim: &SimCluster| -> Vec<u16> {
+        sim.journal()
+            .iter()
+            .filter(|e| e.path.ends_with("/box/exec"))
+            .map(|e| e.code)
+            .collect()
+    };
+    // 503 twice: refused before anything started, so sent again with backoff.
+    sim.clear_journal();
+    sim.faults().fail_next(None, "/exec", 2, 503);
+    assert_eq!(run().expect("exec after 503s"), (0, "ran\n".to_string()));
+    assert_eq!(execs(&sim), vec![503, 503, 101]);
+    // 429 with Retry-After: 1 is honoured.
+    sim.clear_journal();
+    sim.faults().throttle_next(None, "/exec", 1, 1);
+    let t = Instant::now();
+    assert_eq!(run().expect("exec after 429"), (0, "ran\n".to_string()));
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(execs(&sim), vec![429, 101]);
+    // A 500 before the upgrade is a definite answer: one request, the server's message.
+    sim.clear_journal();
+    sim.faults().fail_next(None, "/exec", 1, 500);
+    let e = run().expect_err("500");
+    assert_eq!(e.api().map(|a| a.code), Some(500), "{e}");
+    assert_eq!(execs(&sim), vec![500]);
+}
