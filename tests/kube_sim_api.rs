@@ -901,3 +901,35 @@ fn watch_survives_an_api_restart() {
     let r = h.join().expect("thread").expect("watch after restart");
     assert_eq!(r, Some(()));
 }
+
+#[test]
+fn exec_plugin_client_certificate_over_mtls() {
+    let sim = sim();
+    let dir = scratch(&sim, "plugin-cert");
+    let (cert, key) = sim.cert_user_pem();
+    std::fs::write(dir.join("cert.pem"), cert).expect("cert");
+    std::fs::write(dir.join("key.pem"), key).expect("key");
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/kubeconfig/exec-plugin.sh");
+    let env = |k: &str, v: &Path| json!({"name": k, "value": v.display().to_string()});
+    let user = json!({"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1",
+        "command": plugin.display().to_string(),
+        "env": [env("KODAMA_TEST_COUNTER", &dir.join("count")),
+                env("KODAMA_TEST_INFO_LOG", &dir.join("info")),
+                env("KODAMA_TEST_CERT", &dir.join("cert.pem")),
+                env("KODAMA_TEST_KEY", &dir.join("key.pem"))],
+        "interactiveMode": "Never",
+    }});
+    let c = client_for(&write_kubeconfig(&dir, "k.json", &sim, user));
+    c.get(&NAMESPACES, None, "default")
+        .expect("get with the plugin's certificate");
+    c.list(&CONFIG_MAPS, Some("default"), &ListOptions::default())
+        .expect("list");
+    assert_eq!(runs(&dir.join("count")), 1);
+    let j = sim.journal();
+    assert_eq!(j.len(), 2);
+    assert!(
+        j.iter().all(|e| e.user == CERT_USER && e.code == 200),
+        "{j:?}"
+    );
+}
