@@ -224,8 +224,8 @@ fn runs(counter: &Path) -> u32 {
 fn exec_plugin_credential_cached_until_shortly_before_expiry() {
     let sim = sim();
     let dir = scratch(&sim, "plugin-expiry");
-    // 62 s of validity: fresh for 1-2 s more than kodama's 60 s safety margin.
-    let (kc, counter) = plugin_kubeconfig(&sim, &dir, Some(62));
+    // 63 s of validity: fresh for 2-3 s more than kodama's 60 s safety margin.
+    let (kc, counter) = plugin_kubeconfig(&sim, &dir, Some(63));
     let c = client_for(&kc);
     c.get(&NAMESPACES, None, "default").expect("first request");
     assert_eq!(runs(&counter), 1);

@@ -442,8 +442,8 @@ fn logs_follow_with_tail_since_and_timestamps() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(!buf.text().contains("after-gate"));
-    // Lines 1-5 must be more than 1 s old for the sinceSeconds check below.
-    while seen_at.elapsed() < Duration::from_millis(1300) {
+    // Lines 1-5 must be more than 2 s old for the sinceSeconds check below.
+    while seen_at.elapsed() < Duration::from_millis(2300) {
         std::thread::sleep(Duration::from_millis(20));
     }
     write_gate(&gate);
@@ -471,11 +471,11 @@ fn logs_follow_with_tail_since_and_timestamps() {
     assert_eq!(req.query_param("tailLines").as_deref(), Some("2"));
     assert_eq!(req.query_param("timestamps").as_deref(), Some("true"));
 
-    // sinceSeconds=1: only the line written after the gate, without timestamps.
+    // sinceSeconds=2: only the line written after the gate, without timestamps.
     let recent = logs(
         &c,
         &LogOptions {
-            since_seconds: Some(1),
+            since_seconds: Some(2),
             ..LogOptions::default()
         },
     );
