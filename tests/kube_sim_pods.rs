@@ -640,3 +640,75 @@ fn exec_upgrade_retried_after_throttling_never_after_500() {
     assert_eq!(e.api().map(|a| a.code), Some(500), "{e}");
     assert_eq!(execs(&sim), vec![500]);
 }
+
+#[test]
+fn port_forward_closes_a_local_connection_whose_stream_cannot_start() {
+    use kodama::kube::portforward::{PortForwarder, PortMapping};
+    let (sim, c) = start(50);
+    let py = "import socket\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('127.0.0.1',18093));s.listen(8)\nwhile True:\n  c,_=s.accept();d=c.recv(100);c.sendall(b'echo:'+d);c.close()\n";
+    c.create(
+        &PODS,
+        Some("default"),
+        &pod(
+            "web",
+            json!([{"name": "main", "image": "python", "command": ["python3", "-c", py]}]),
+        ),
+    )
+    .expect("create web");
+    wait_for_pod(
+        &c,
+        "default",
+        "web",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("web ready");
+    let msgs = Arc::new(Mutex::new(Vec::<String>::new()));
+    let m2 = Arc::clone(&msgs);
+    let fwd = PortForwarder::start(
+        Arc::new(c.clone()),
+        "default",
+        "web",
+        &[PortMapping {
+            local: 0,
+            remote: 18093,
+        }],
+        Arc::new(move |s: &str| m2.lock().expect("messages").push(s.to_string())),
+    )
+    .expect("port-forward");
+    let addr = fwd.bound()[0].1[0];
+    let echo = |tag: &str| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(tag.as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    };
+    // The pod's server may need a moment to listen.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while echo("a").ok().as_deref() != Some("echo:a") {
+        assert!(
+            Instant::now() < deadline,
+            "port-forward never worked: {:?}",
+            msgs.lock()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The upgrade fails (500 from the API server): the local connection is closed at once and
+    // the error is reported; no hang until some later connection.
+    sim.faults().fail_next(None, "/portforward", 1, 500);
+    let before = msgs.lock().expect("messages").len();
+    let t = Instant::now();
+    let r = echo("b");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "local connection left hanging: {r:?}"
+    );
+    assert!(!matches!(&r, Ok(s) if s == "echo:b"), "{r:?}");
+    let reported = msgs.lock().expect("messages")[before..].join("\n");
+    assert!(reported.contains("500"), "{reported}");
+    // The listener keeps serving.
+    assert_eq!(echo("c").expect("next connection"), "echo:c");
+    fwd.stop();
+}
