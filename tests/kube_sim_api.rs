@@ -933,3 +933,53 @@ fn exec_plugin_client_certificate_over_mtls() {
         "{j:?}"
     );
 }
+
+#[test]
+fn expired_continue_token_relists_and_a_down_server_is_named() {
+    let sim = sim();
+    let c = admin(&sim);
+    for i in 0..5 {
+        c.create(
+            &CONFIG_MAPS,
+            Some("default"),
+            &cm(&format!("m{i}"), json!({})),
+        )
+        .expect("create");
+    }
+    // The second page's continue token has expired (410): the list starts over, complete.
+    sim.clear_journal();
+    sim.faults().fail_next(Some("GET"), "continue=", 1, 410);
+    let all = c
+        .list(
+            &CONFIG_MAPS,
+            Some("default"),
+            &ListOptions {
+                limit: Some(2),
+                ..ListOptions::default()
+            },
+        )
+        .expect("list despite an expired continue token");
+    assert_eq!(all["items"].as_array().map(Vec::len), Some(5));
+    let pages = requests(&sim, "GET", "/configmaps", "limit=2");
+    assert_eq!(pages[1].code, 410, "{:?}", codes(&pages));
+    assert!(
+        pages[2].query_param("continue").is_none(),
+        "restarted from the top"
+    );
+
+    // With the API server gone, a request fails at once naming the server and the kubeconfig.
+    let kubeconfig = sim.kubeconfig_path();
+    let server = sim.server_url();
+    sim.stop();
+    let t = Instant::now();
+    let e = c
+        .get(&NAMESPACES, None, "default")
+        .expect_err("server down");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let text = e.render();
+    assert!(
+        text.contains(&format!("cannot talk to the API server at {server}")),
+        "{text}"
+    );
+    assert!(text.contains(&kubeconfig.display().to_string()), "{text}");
+}

@@ -259,6 +259,23 @@ fn exec_stdin_close_dropped_stream_and_api_restart() {
     let (sim, c) = start(50);
     ready_box(&sim, &c, "box");
 
+    // Every argv element arrives intact (own percent-encoded `command=` parameter).
+    let weird = "a&command=b; $(id) ünï\t'\"%2F+x";
+    let mut r = ExecRequest::new(
+        "default",
+        "box",
+        &argv(&["sh", "-c", "printf %s \"$1\"", "_", weird]),
+    );
+    r.stdin = false;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec printf");
+    let mut s = String::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_string(&mut s)
+        .expect("read");
+    assert_eq!(s, weird);
+    assert_eq!(p.wait_code().expect("code"), 0);
+
     // v5 stdin close: `cat` sees EOF and ends.
     let mut p = ExecProcess::spawn(&c, &ExecRequest::new("default", "box", &argv(&["cat"])))
         .expect("exec cat");
@@ -482,6 +499,50 @@ fn logs_follow_with_tail_since_and_timestamps() {
     assert_eq!(recent, "after-gate\n");
     let all = logs(&c, &LogOptions::default());
     assert_eq!(all, "line-1\nline-2\nline-3\nline-4\nline-5\nafter-gate\n");
+
+    // A follow cut by an API server restart is an error, never a silent end of the logs.
+    c.create(
+        &PODS,
+        Some("default"),
+        &pod("chatty", json!([{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo hi; sleep 300"]}])),
+    )
+    .expect("create chatty");
+    wait_for_pod(
+        &c,
+        "default",
+        "chatty",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("ready");
+    let buf = Shared::default();
+    let mut w = buf.clone();
+    let c2 = c.clone();
+    let h = std::thread::spawn(move || {
+        let o = LogOptions {
+            follow: true,
+            wait_for_start: Duration::from_secs(10),
+            ..LogOptions::default()
+        };
+        stream_logs(&c2, "default", "chatty", &o, &mut w)
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !buf.text().contains("hi") {
+        assert!(Instant::now() < deadline, "follow printed nothing");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sim.restart_api().expect("restart");
+    let r = within(
+        Duration::from_secs(20),
+        "follow across a restart",
+        move || h.join().expect("follow thread"),
+    );
+    let e = r.expect_err("a cut follow is an error");
+    assert!(
+        e.render().contains("the log stream broke"),
+        "{}",
+        e.render()
+    );
 }
 
 fn write_gate(p: &Path) {
@@ -706,6 +767,7 @@ fn port_forward_closes_a_local_connection_whose_stream_cannot_start() {
         "local connection left hanging: {r:?}"
     );
     assert!(!matches!(&r, Ok(s) if s == "echo:b"), "{r:?}");
+    // Reported before the local connection is closed.
     let reported = msgs.lock().expect("messages")[before..].join("\n");
     assert!(reported.contains("500"), "{reported}");
     // The listener keeps serving.
