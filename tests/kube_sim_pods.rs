@@ -193,6 +193,26 @@ fn wait_for_pod_ready_fail_fast_and_deadline_on_a_watch() {
     assert!(text.contains("Unschedulable"), "{text}");
     assert!(text.contains("Insufficient cpu"), "{text}");
 
+    // A missing Secret → CreateContainerConfigError, at once, with the kubelet's message.
+    c.create(
+        &PODS,
+        ns,
+        &pod("nosecret", json!([{"name": "main", "image": "busybox", "command": ["sleep", "300"],
+            "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "t"}}}]}])),
+    )
+    .expect("create nosecret");
+    let e = wait_for_pod(
+        &c,
+        "default",
+        "nosecret",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect_err("config error must fail");
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert!(text.contains("CreateContainerConfigError"), "{text}");
+    assert!(text.contains("secret \"absent\" not found"), "{text}");
     // A pod that stays in its init container: the deadline ends the wait, with where it stuck.
     let mut slow = sleeper("slow");
     slow["spec"]["initContainers"] =
