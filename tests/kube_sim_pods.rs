@@ -794,3 +794,78 @@ fn port_forward_closes_a_local_connection_whose_stream_cannot_start() {
     assert_eq!(echo("c").expect("next connection"), "echo:c");
     fwd.stop();
 }
+
+#[test]
+fn attach_follows_a_running_container_until_it_ends() {
+    use kodama::kube::attach::{attach_on, AttachRequest};
+    use kodama::kube::exec::TerminalIo;
+    use kodama::kube::ws::session::SessionConfig;
+    use std::io::BufRead;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let (sim, c) = start(50);
+    let gate = sim.data_dir().join("attach-gate");
+    let script = format!(
+        "while [ ! -e {g} ]; do echo tick; sleep 0.05; done; echo bye; exit 0",
+        g = gate.display()
+    );
+    c.create(
+        &PODS,
+        Some("default"),
+        &pod(
+            "att",
+            json!([{"name": "main", "image": "busybox", "command": ["sh", "-c", script]}]),
+        ),
+    )
+    .expect("create att");
+    wait_for_pod(
+        &c,
+        "default",
+        "att",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("ready");
+    let (out_w, out_r) = UnixStream::pair().expect("pair");
+    let (err_w, _err_r) = UnixStream::pair().expect("pair");
+    let (in_r, _in_w) = UnixStream::pair().expect("pair");
+    let c2 = c.clone();
+    let h = std::thread::spawn(move || {
+        let io = TerminalIo {
+            input: in_r.as_raw_fd(),
+            output: out_w.as_raw_fd(),
+            error: err_w.as_raw_fd(),
+        };
+        let req = AttachRequest {
+            namespace: "default".into(),
+            pod: "att".into(),
+            container: Some("main".into()),
+            stdin: false,
+            tty: false,
+        };
+        let r = attach_on(&c2, &req, io, SessionConfig::default());
+        drop((out_w, err_w, in_r));
+        r
+    });
+    out_r
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut lines = std::io::BufReader::new(out_r).lines();
+    let first = lines.next().expect("a line").expect("read");
+    assert_eq!(first, "tick");
+    write_gate(&gate);
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert_eq!(rest.last().map(String::as_str), Some("bye"), "{rest:?}");
+    let code = within(
+        Duration::from_secs(20),
+        "attach after the container ended",
+        move || h.join().expect("attach thread"),
+    );
+    assert_eq!(code.expect("attach"), 0);
+    let j = sim.journal();
+    assert!(
+        j.iter()
+            .any(|e| e.path.ends_with("/att/attach") && e.code == 101),
+        "{j:?}"
+    );
+}
