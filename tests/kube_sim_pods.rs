@@ -2,7 +2,9 @@
 //! simulated kubelet running pods as processes; needs root, fails loudly without it):
 //! `wait_for_pod` on a watch (Ready, image pull failure, unschedulable, deadline; no polling),
 //! exec stdin close on v5, a dropped exec stream and an API server restart under a running exec
-//! (clear errors, never a hang), and logs follow with tailLines/sinceSeconds/timestamps.
+//! (clear errors, never a hang), upgrade retries after 429/503, credential refresh for streams,
+//! logs follow with tailLines/sinceSeconds/timestamps, attach (output, stdinOnce), TTY stdin
+//! close, and port-forward closing a connection whose stream cannot start.
 //! Exit codes, the 100 MB round trip and TTY resize are in `kube_stream_sim.rs`.
 
 use std::io::{Read, Write};
@@ -868,4 +870,86 @@ fn attach_follows_a_running_container_until_it_ends() {
             .any(|e| e.path.ends_with("/att/attach") && e.code == 101),
         "{j:?}"
     );
+}
+
+#[test]
+fn attach_stdin_once_and_tty_exec_stdin_close() {
+    use kodama::kube::attach::{attach_on, AttachRequest};
+    use kodama::kube::exec::TerminalIo;
+    use kodama::kube::ws::session::SessionConfig;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let (sim, c) = start(50);
+    // Attach with stdin to a container with stdin + stdinOnce: closing our input closes the
+    // container's stdin (v5), so its `cat` ends and the container with it.
+    let mut p = pod(
+        "cat",
+        json!([{"name": "main", "image": "busybox", "stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "cat; echo cat-ended"]}]),
+    );
+    p["spec"]["restartPolicy"] = json!("Never");
+    c.create(&PODS, Some("default"), &p).expect("create cat");
+    wait_for_pod(
+        &c,
+        "default",
+        "cat",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("ready");
+    let (out_w, mut out_r) = UnixStream::pair().expect("pair");
+    let (err_w, _err_r) = UnixStream::pair().expect("pair");
+    let (in_r, mut in_w) = UnixStream::pair().expect("pair");
+    in_w.write_all(b"hello\n").expect("write input");
+    drop(in_w);
+    let c2 = c.clone();
+    let h = std::thread::spawn(move || {
+        let io = TerminalIo {
+            input: in_r.as_raw_fd(),
+            output: out_w.as_raw_fd(),
+            error: err_w.as_raw_fd(),
+        };
+        let req = AttachRequest {
+            namespace: "default".into(),
+            pod: "cat".into(),
+            container: None,
+            stdin: true,
+            tty: false,
+        };
+        let r = attach_on(&c2, &req, io, SessionConfig::default());
+        drop((out_w, err_w, in_r));
+        r
+    });
+    out_r
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut out = String::new();
+    out_r.read_to_string(&mut out).expect("attach output");
+    assert_eq!(out, "hello\ncat-ended\n");
+    let code = within(Duration::from_secs(20), "attach", move || {
+        h.join().expect("attach thread")
+    });
+    assert_eq!(code.expect("attach"), 0);
+
+    // TTY exec: closing stdin sends ^D, so `cat` on the pty ends too.
+    ready_box(&sim, &c, "box");
+    let mut r = ExecRequest::new("default", "box", &argv(&["cat"]));
+    r.tty = true;
+    let mut p = ExecProcess::spawn(&c, &r).expect("exec tty cat");
+    let mut stdin = p.take_stdin().expect("stdin");
+    let mut stdout = p.take_stdout().expect("stdout");
+    let (out, code) = within(
+        Duration::from_secs(20),
+        "tty cat after stdin close",
+        move || {
+            stdin.write_all(b"typed\n").expect("write");
+            drop(stdin);
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).expect("read");
+            (out, p.wait_code())
+        },
+    );
+    // The pty echoes the line, then cat prints it.
+    assert_eq!(String::from_utf8_lossy(&out), "typed\r\ntyped\r\n");
+    assert_eq!(code.expect("exit code"), 0);
 }
