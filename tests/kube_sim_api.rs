@@ -983,3 +983,38 @@ fn expired_continue_token_relists_and_a_down_server_is_named() {
     );
     assert!(text.contains(&kubeconfig.display().to_string()), "{text}");
 }
+
+#[test]
+fn in_cluster_service_account_with_token_rotation() {
+    let sim = sim();
+    let sa = scratch(&sim, "serviceaccount");
+    std::fs::write(sa.join("ca.crt"), sim.ca_pem()).expect("ca");
+    std::fs::write(sa.join("namespace"), "restricted").expect("namespace");
+    let write_token = |t: &str| {
+        // Written next to it and renamed, as the kubelet's atomic writer does.
+        std::fs::write(sa.join("token.new"), t).expect("token");
+        std::fs::rename(sa.join("token.new"), sa.join("token")).expect("rename");
+    };
+    write_token(&sim.token(RESTRICTED_USER).expect("restricted token"));
+    let env = LoadEnv {
+        home: Some(scratch(&sim, "empty-home")),
+        service_host: Some("127.0.0.1".into()),
+        service_port: Some(sim.port().to_string()),
+        sa_dir: sa.clone(),
+        ..LoadEnv::default()
+    };
+    let c = Client::new(load_with(&Overrides::default(), &env).expect("in-cluster config"))
+        .expect("client");
+    assert_eq!(c.namespace(), "restricted");
+    c.list(&CONFIG_MAPS, Some("restricted"), &ListOptions::default())
+        .expect("list with the service account");
+    // The kubelet rotates the token: the next request gets 401, re-reads the file, succeeds.
+    sim.faults().rotate_token(RESTRICTED_USER).expect("rotate");
+    write_token(&sim.token(RESTRICTED_USER).expect("new token"));
+    sim.clear_journal();
+    c.list(&CONFIG_MAPS, Some("restricted"), &ListOptions::default())
+        .expect("list after rotation");
+    let lists = requests(&sim, "GET", "/namespaces/restricted/configmaps", "");
+    assert_eq!(codes(&lists), vec![401, 200]);
+    assert_eq!(lists[1].user, RESTRICTED_USER);
+}
