@@ -1018,3 +1018,78 @@ fn in_cluster_service_account_with_token_rotation() {
     assert_eq!(codes(&lists), vec![401, 200]);
     assert_eq!(lists[1].user, RESTRICTED_USER);
 }
+
+#[test]
+fn tls_verification_ip_san_server_name_wrong_ca_and_insecure() {
+    use base64::Engine;
+    let sim = sim();
+    let other = SimCluster::start(SimOptions::fake()).expect("second cluster");
+    let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let token = sim.token(ADMIN_USER).expect("token");
+    let dir = scratch(&sim, "tls");
+    let try_cluster = |name: &str, cluster: Value| {
+        let cfg = json!({"apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "s", "cluster": cluster}],
+            "users": [{"name": "u", "user": {"token": token}}],
+            "contexts": [{"name": "c", "context": {"cluster": "s", "user": "u"}}],
+            "current-context": "c"});
+        let p = dir.join(format!("{name}.json"));
+        std::fs::write(&p, cfg.to_string()).expect("kubeconfig");
+        load_with(
+            &Overrides {
+                kubeconfig: Some(p),
+                ..Overrides::default()
+            },
+            &LoadEnv::default(),
+        )
+        .and_then(Client::new)
+        .and_then(|c| c.get(&NAMESPACES, None, "default"))
+        .map(|_| ())
+    };
+    let url = sim.server_url();
+    // Addressed by IP (IP SAN), by name, and by IP with tls-server-name.
+    try_cluster(
+        "ip",
+        json!({"server": url, "certificate-authority-data": b(sim.ca_pem())}),
+    )
+    .expect("IP SAN");
+    try_cluster(
+        "name",
+        json!({"server": url.replace("127.0.0.1", "localhost"), "certificate-authority-data": b(sim.ca_pem())}),
+    )
+    .expect("DNS SAN");
+    try_cluster(
+        "sni",
+        json!({"server": url, "certificate-authority-data": b(sim.ca_pem()), "tls-server-name": "localhost"}),
+    )
+    .expect("tls-server-name");
+    // Wrong name, wrong CA, no CA: refused, saying where to look.
+    for (name, cluster, want) in [
+        (
+            "sni-wrong",
+            json!({"server": url, "certificate-authority-data": b(sim.ca_pem()), "tls-server-name": "wrong.example"}),
+            "not valid for name \"wrong.example\"",
+        ),
+        (
+            "other-ca",
+            json!({"server": url, "certificate-authority-data": b(other.ca_pem())}),
+            "invalid peer certificate",
+        ),
+        ("no-ca", json!({"server": url}), "invalid peer certificate"),
+    ] {
+        let e = try_cluster(name, cluster).expect_err(name);
+        let text = e.render();
+        assert!(text.contains(want), "{name}: {text}");
+        assert!(
+            text.contains("hint: check certificate-authority / tls-server-name")
+                && text.contains(&format!("{name}.json")),
+            "{name}: {text}"
+        );
+        assert!(!text.contains(&token), "{text}");
+    }
+    try_cluster(
+        "insecure",
+        json!({"server": url, "insecure-skip-tls-verify": true}),
+    )
+    .expect("insecure-skip-tls-verify");
+}
