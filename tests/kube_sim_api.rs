@@ -2,7 +2,8 @@
 //! server (API-only, fake kubelet): TLS with client certificates and bearer tokens, 403/401
 //! rendering, an exec credential plugin with expiry and token rotation, 429/5xx retries (and POST
 //! never retried), watch relist on 410, REST verbs with paging/conflicts/patches/apply/delete,
-//! error rendering (404 namespace, 422 fields), Warning headers and keep-alive reuse.
+//! error rendering (404 namespace, 422 fields), Warning headers, keep-alive reuse, TLS
+//! verification (SANs, tls-server-name, wrong CA) and the in-cluster service account.
 //!
 //! Every assertion that matters is checked against the simulator's request journal, so a client
 //! that silently did something else (polled, re-sent a POST, opened a connection per request)
