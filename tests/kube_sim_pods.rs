@@ -953,3 +953,48 @@ fn attach_stdin_once_and_tty_exec_stdin_close() {
     assert_eq!(String::from_utf8_lossy(&out), "typed\r\ntyped\r\n");
     assert_eq!(code.expect("exit code"), 0);
 }
+
+#[test]
+fn creating_in_a_terminating_namespace_says_so() {
+    use kodama::kube::request::DeleteOptions;
+    use kodama::kube::resource::{CONFIG_MAPS, NAMESPACES};
+    let (_sim, c) = start(50);
+    c.create(
+        &NAMESPACES,
+        None,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}}),
+    )
+    .expect("create namespace");
+    // A pod that ignores SIGTERM keeps the namespace Terminating for its grace period.
+    let mut p = pod(
+        "stubborn",
+        json!([{"name": "main", "image": "busybox",
+            "command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}]),
+    );
+    p["spec"]["terminationGracePeriodSeconds"] = json!(60);
+    c.create(&PODS, Some("doomed"), &p).expect("create pod");
+    wait_for_pod(
+        &c,
+        "doomed",
+        "stubborn",
+        Instant::now() + Duration::from_secs(30),
+        &mut |_| {},
+    )
+    .expect("ready");
+    c.delete(&NAMESPACES, None, "doomed", &DeleteOptions::default())
+        .expect("delete namespace");
+    let e = c
+        .create(
+            &CONFIG_MAPS,
+            Some("doomed"),
+            &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "late"}}),
+        )
+        .expect_err("terminating namespace");
+    let text = e.render();
+    eprintln!("{text}\n---");
+    assert_eq!(e.api().map(|a| a.code), Some(403), "{text}");
+    assert!(
+        text.contains("hint: namespace \"doomed\" is being deleted"),
+        "{text}"
+    );
+}
