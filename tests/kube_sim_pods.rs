@@ -998,3 +998,53 @@ fn creating_in_a_terminating_namespace_says_so() {
         "{text}"
     );
 }
+
+#[test]
+fn keepalive_pings_keep_a_silent_exec_alive() {
+    use kodama::kube::ws::session::SessionConfig;
+    let (sim, c) = start(50);
+    ready_box(&sim, &c, "box");
+    // Silent for 1.5 s, with a 600 ms silence limit: only the kubelet's pongs to our 100 ms
+    // pings keep the session alive.
+    let cfg = SessionConfig {
+        ping_interval: Duration::from_millis(100),
+        silence_limit: Duration::from_millis(600),
+        ..SessionConfig::default()
+    };
+    let mut r = ExecRequest::new(
+        "default",
+        "box",
+        &argv(&["sh", "-c", "sleep 1.5; echo woke"]),
+    );
+    r.stdin = false;
+    let mut p = ExecProcess::spawn_with(&c, &r, cfg.clone()).expect("exec");
+    let mut out = String::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
+    assert_eq!(out, "woke\n");
+    assert_eq!(p.wait_code().expect("code"), 0);
+    // Without pings the same silence fails clearly instead of hanging.
+    let quiet = SessionConfig {
+        ping_interval: Duration::from_secs(3600),
+        ..cfg
+    };
+    let mut p = ExecProcess::spawn_with(&c, &r, quiet).expect("exec");
+    let mut stdout = p.take_stdout().expect("stdout");
+    let e = within(
+        Duration::from_secs(10),
+        "a silent exec without pings",
+        move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            p.wait_code()
+        },
+    )
+    .expect_err("silence limit");
+    assert!(
+        e.render().contains("no data and no answer to pings"),
+        "{}",
+        e.render()
+    );
+}
