@@ -1048,3 +1048,58 @@ fn keepalive_pings_keep_a_silent_exec_alive() {
         e.render()
     );
 }
+
+#[test]
+fn logs_wait_for_a_starting_container_with_backoff() {
+    let (sim, c) = start(1000);
+    c.create(
+        &PODS,
+        Some("default"),
+        &pod("late", json!([{"name": "a", "image": "busybox", "command": ["sh", "-c", "echo from-a; sleep 300"]},
+            {"name": "b", "image": "busybox", "command": ["sleep", "300"]}])),
+    )
+    .expect("create");
+    // Asked while the containers are still being created: retried until they run.
+    let mut out = Vec::new();
+    stream_logs(
+        &c,
+        "default",
+        "late",
+        &LogOptions {
+            container: Some("a".into()),
+            wait_for_start: Duration::from_secs(20),
+            ..LogOptions::default()
+        },
+        &mut out,
+    )
+    .expect("logs once started");
+    assert_eq!(String::from_utf8_lossy(&out), "from-a\n");
+    let tries: Vec<JournalEntry> = sim
+        .journal()
+        .into_iter()
+        .filter(|e| e.path.ends_with("/late/log"))
+        .collect();
+    assert_eq!(tries.last().map(|e| e.code), Some(200));
+    assert!(
+        tries.len() >= 2 && tries.len() <= 8,
+        "{} tries",
+        tries.len()
+    );
+    assert!(tries
+        .iter()
+        .all(|e| e.query_param("container").as_deref() == Some("a")));
+    // Two containers and none named: the server's choice list reaches the user.
+    let e = stream_logs(
+        &c,
+        "default",
+        "late",
+        &LogOptions::default(),
+        &mut Vec::new(),
+    )
+    .expect_err("container required");
+    assert!(
+        e.render().contains("choose one of: [a b]"),
+        "{}",
+        e.render()
+    );
+}
