@@ -345,8 +345,24 @@ impl fmt::Display for Error {
                 }
             }
             Error::Api(a) => {
-                write!(f, "{a}")?;
+                // The server's message often repeats the causes ("Pod \"x\" is invalid: [a: …,
+                // b: …]", or an InternalError whose one cause is the message itself). Print each
+                // fact once: the message head, then one line per cause.
+                let invalid_head = (!a.causes.is_empty())
+                    .then(|| a.message.find(" is invalid: "))
+                    .flatten()
+                    .map(|i| &a.message[..i + " is invalid".len()]);
+                match invalid_head {
+                    Some(head) => write!(f, "{} {}: {head}:", a.code, a.reason)?,
+                    None => write!(f, "{a}")?,
+                }
                 for c in &a.causes {
+                    if invalid_head.is_none()
+                        && c.field.is_empty()
+                        && a.message.contains(&c.message)
+                    {
+                        continue;
+                    }
                     if c.field.is_empty() {
                         write!(f, "\n  - {}", c.message)?;
                     } else {
@@ -448,6 +464,51 @@ mod tests {
             .render()
             .starts_with("kubectl-kodama: error: starting session: creating pods"));
         assert_eq!(e.exit_code(), EXIT_ERROR);
+    }
+
+    #[test]
+    fn api_causes_are_not_repeated() {
+        let cause = |field: &str, message: &str| ApiCause {
+            field: field.into(),
+            reason: String::new(),
+            message: message.into(),
+        };
+        let invalid = Error::from(ApiError {
+            code: 422,
+            reason: "Invalid".into(),
+            message: "Pod \"Bad\" is invalid: [metadata.name: Invalid value: \"Bad\": bad name, spec.containers[0].image: Required value]".into(),
+            causes: vec![
+                cause("metadata.name", "Invalid value: \"Bad\": bad name"),
+                cause("spec.containers[0].image", "Required value"),
+            ],
+            ..ApiError::default()
+        })
+        .to_string();
+        assert_eq!(
+            invalid,
+            "422 Invalid: Pod \"Bad\" is invalid:\n  - metadata.name: Invalid value: \"Bad\": bad name\n  - spec.containers[0].image: Required value"
+        );
+        let internal = Error::from(ApiError {
+            code: 500,
+            reason: "InternalError".into(),
+            message: "error executing command: boom".into(),
+            causes: vec![cause("", "error executing command: boom")],
+            ..ApiError::default()
+        })
+        .to_string();
+        assert_eq!(internal, "500 InternalError: error executing command: boom");
+        let extra = Error::from(ApiError {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict".into(),
+            causes: vec![cause(".data.k", "conflict with \"kubectl\"")],
+            ..ApiError::default()
+        })
+        .to_string();
+        assert!(
+            extra.ends_with("\n  - .data.k: conflict with \"kubectl\""),
+            "{extra}"
+        );
     }
 
     #[test]

@@ -344,11 +344,17 @@ fn accept_loop(listener: TcpListener, remote: u16, shared: Arc<Shared>) {
         let spawned = std::thread::Builder::new()
             .name(format!("port-forward conn {id}"))
             .spawn(move || {
+                let closer = local.try_clone();
                 if let Err(e) = forward_connection(&thread_shared, local, remote, &thread_abort) {
                     (thread_shared.report)(&format!(
                         "error forwarding a connection to port {remote} of pod {}/{}: {}",
                         thread_shared.namespace, thread_shared.pod, e
                     ));
+                    // The clone kept in `conns` holds the socket open until it is reaped at the
+                    // next accept; close it now so the local client is not left hanging.
+                    if let Ok(c) = closer {
+                        let _ = c.shutdown(Shutdown::Both);
+                    }
                 }
             });
         match spawned {

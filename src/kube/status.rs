@@ -165,13 +165,13 @@ pub fn hint_for(api: &ApiError, op: &Op) -> Option<String> {
                     "namespace {ns:?} is being deleted; wait until it is gone, or choose another namespace with -n"
                 ));
             }
+            // RBAC names the permission it checked; it can differ from our operation (exec and
+            // port-forward need both `get` and `create` on the subresource since Kubernetes 1.35).
+            let (verb, resource) = denied_permission(&api.message)
+                .unwrap_or((op.verb.clone(), op.resource.clone()));
             Some(format!(
-                "you may not {} {} {}: ask a cluster admin to grant it (check with `kubectl auth can-i {} {}{}`), or use a namespace you may write to with -n",
-                op.verb,
-                op.resource,
+                "you may not {verb} {resource} {}: ask a cluster admin to grant it (check with `kubectl auth can-i {verb} {resource}{}`), or use a namespace you may write to with -n",
                 op.where_(),
-                op.verb,
-                op.resource,
                 op.ns_flag()
             ))
         }
@@ -200,6 +200,28 @@ pub fn hint_for(api: &ApiError, op: &Op) -> Option<String> {
         500..=599 => Some("the API server failed; retry in a moment, or check the cluster's health".into()),
         _ => None,
     }
+}
+
+/// The verb and resource from an RBAC denial: `User "u" cannot get resource "pods/exec" in API
+/// group "" …` → ("get", "pods/exec"); a non-core group is appended (`deployments.apps`).
+fn denied_permission(message: &str) -> Option<(String, String)> {
+    let rest = &message[message.find("\" cannot ")? + "\" cannot ".len()..];
+    let (verb, rest) = rest.split_once(" resource \"")?;
+    let (resource, rest) = rest.split_once('"')?;
+    if verb.is_empty() || verb.contains(' ') || resource.is_empty() {
+        return None;
+    }
+    let group = rest
+        .strip_prefix(" in API group \"")
+        .and_then(|g| g.split_once('"'))
+        .map(|(g, _)| g)
+        .unwrap_or("");
+    let resource = match (group.is_empty(), resource.split_once('/')) {
+        (true, _) => resource.to_string(),
+        (false, Some((r, sub))) => format!("{r}.{group}/{sub}"),
+        (false, None) => format!("{resource}.{group}"),
+    };
+    Some((verb.to_string(), resource))
 }
 
 /// Parses `Warning` header values (RFC 7234: `code SP agent SP "text" [SP "date"]`, several per header
@@ -372,6 +394,26 @@ mod tests {
         );
         assert!(e.is_not_found());
         assert!(e.hint().is_none());
+        // The hint names the permission RBAC actually denied.
+        let mut a = api(403, "Forbidden", "pods", "p");
+        a.message = r#"pods "p" is forbidden: User "u" cannot get resource "pods/exec" in API group "" in the namespace "dev""#.into();
+        let h = explain(a, &op("create", "pods/exec", Some("dev"), Some("p")))
+            .hint()
+            .unwrap_or_default();
+        assert!(
+            h.contains("you may not get pods/exec in namespace \"dev\""),
+            "{h}"
+        );
+        assert!(h.contains("kubectl auth can-i get pods/exec -n dev"), "{h}");
+        let mut a = api(403, "Forbidden", "deployments", "");
+        a.message = r#"deployments.apps is forbidden: User "u" cannot list resource "deployments" in API group "apps" at the cluster scope"#.into();
+        let h = explain(a, &op("list", "deployments", None, None))
+            .hint()
+            .unwrap_or_default();
+        assert!(
+            h.contains("kubectl auth can-i list deployments.apps`"),
+            "{h}"
+        );
         // Terminating namespace.
         let mut a = api(403, "Forbidden", "pods", "");
         a.causes.push(ApiCause {

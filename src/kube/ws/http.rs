@@ -5,7 +5,8 @@
 //!
 //! Non-2xx answers are decoded from `metav1.Status` into [`ApiError`]; a 403 with an empty body on
 //! an upgrade means the server refused our subprotocols. A 401 is retried once after the dialer
-//! refreshed its credentials. Header values are secrets and never appear in errors.
+//! refreshed its credentials; a 429, 502, 503 or 504 (refused before anything started) is retried
+//! with backoff. Header values are secrets and never appear in errors.
 //!
 //! May import: error, secret, term, kube::status, kube::ws (codec, Dialer), tungstenite.
 
@@ -407,8 +408,21 @@ pub fn explain_stream_error(
     }
 }
 
+/// Statuses after which a streaming request is sent again (with backoff, honouring Retry-After):
+/// the API server or a proxy refused it before anything started (throttling, overload, an
+/// unavailable backend). Not 500: before an upgrade that is the kubelet's definite answer (for
+/// example "container not found").
+const RETRY_STATUSES: [u16; 4] = [429, 502, 503, 504];
+/// Retries after a `RETRY_STATUSES` answer.
+const MAX_RETRIES: u32 = 4;
+/// First wait without Retry-After; doubles each retry.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// Upper bound for one wait (also caps Retry-After).
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Send a GET for `path_and_query` with `extra` headers and read the response head, retrying once
-/// after a 401 when the dialer could refresh its credentials. Returns the head, the connection and
+/// after a 401 when the dialer could refresh its credentials, and with backoff after a 429, 502,
+/// 503 or 504 (nothing has started on the server then, so a retry is safe even for exec). Returns the head, the connection and
 /// the bytes read past the head; non-success statuses other than 101 become errors.
 fn request(
     dialer: &dyn Dialer,
@@ -418,9 +432,9 @@ fn request(
 ) -> Result<(ResponseHead, Box<dyn WsTransport>, Vec<u8>)> {
     let url = dialer.url_for(path_and_query);
     let (host, target) = split_url(&url)?;
-    let mut attempt = 0;
+    let mut auth_retried = false;
+    let mut retries = 0;
     loop {
-        attempt += 1;
         let auth = dialer.auth_headers()?;
         let mut stream = dialer.connect()?;
         stream
@@ -438,7 +452,20 @@ fn request(
         }
         let status = head.status;
         let body = read_error_body(BodyReader::new(&head, stream, leftover));
-        if status == 401 && attempt == 1 && dialer.refresh_after_unauthorized()? {
+        if status == 401 && !auth_retried && dialer.refresh_after_unauthorized()? {
+            auth_retried = true;
+            continue;
+        }
+        if RETRY_STATUSES.contains(&status) && retries < MAX_RETRIES {
+            let wait = head
+                .header("retry-after")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .or_else(|| parse_status(&body, status).and_then(|a| a.retry_after_seconds))
+                .map(Duration::from_secs)
+                .unwrap_or(BASE_BACKOFF * 2u32.pow(retries))
+                .min(MAX_BACKOFF);
+            std::thread::sleep(wait);
+            retries += 1;
             continue;
         }
         return Err(error_from_response(

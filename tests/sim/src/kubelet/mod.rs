@@ -838,6 +838,23 @@ fn select_container<'a>(
     name: Option<&str>,
     allow_init: bool,
 ) -> Result<&'a Ctr, KubeletError> {
+    if rt.main.is_empty() {
+        // Just created: the pod worker has not set the pod up yet, so its containers are still
+        // being created (the API server already checked the name against the spec).
+        let first = lock(&p.obj)
+            .pointer("/spec/containers/0/name")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        let n = name
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .unwrap_or(first);
+        return Err(util::bad_request(format!(
+            "container \"{n}\" in pod \"{}\" is waiting to start: ContainerCreating",
+            p.name
+        )));
+    }
     match name.filter(|n| !n.is_empty()) {
         Some(n) => rt
             .main
@@ -1623,6 +1640,31 @@ fn spawn_msg(argv: &[String], e: std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn containers_of_a_pod_not_set_up_yet_are_waiting_to_start() {
+        // Logs/exec asked right after the pod was created, before its worker filled `rt`.
+        let p = Pod {
+            ns: "d".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            dir: PathBuf::new(),
+            obj: Mutex::new(json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}})),
+            rt: Mutex::new(Rt::default()),
+            cv: Condvar::new(),
+        };
+        let rt = lock(&p.rt);
+        for (asked, want) in [(Some("b"), "b"), (None, "a")] {
+            let e = select_container(&p, &rt, asked, true)
+                .err()
+                .expect("not set up");
+            assert_eq!(e.code, 400);
+            assert_eq!(
+                e.message,
+                format!("container \"{want}\" in pod \"p\" is waiting to start: ContainerCreating")
+            );
+        }
+    }
 
     #[test]
     fn requests_sum_containers_and_take_the_largest_init() {
