@@ -6,7 +6,8 @@
 //! editor files). Outputs are `serde_json::Value` objects ready to POST, built in a deterministic
 //! order (sorted maps, sorted lists) so that golden files compare byte for byte.
 //!
-//! May import: error, secret (and std, serde, serde_json, base64). Reading local files is limited to
+//! May import: error, secret, config (its pure rules: names, quantities, shared value types) (and
+//! std, serde, serde_json, base64). Reading local files is limited to
 //! [`editor::load`] and [`secret_files::load`].
 
 pub mod editor;
@@ -79,7 +80,7 @@ pub mod annotations {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSpec {
-    /// Session name: DNS-1123 label, starts with a letter, at most 40 characters.
+    /// Session name: DNS-1123 label (a leading digit is allowed), at most 40 characters.
     pub name: String,
     pub namespace: String,
     pub image: String,
