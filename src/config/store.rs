@@ -11,7 +11,7 @@
 //!
 //! The record never holds secret values: only env variable *names* and secret-file destinations.
 //!
-//! May import: std, libc (flock only), serde, yaml_serde, error, config::{names, time, settings}.
+//! May import: std, libc (flock only), serde, yaml_serde, error, config::{names, time, settings, layer}.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};

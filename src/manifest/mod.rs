@@ -188,37 +188,10 @@ fn default_ssh_key() -> String {
     "ssh-privatekey".into()
 }
 
-/// How ssh treats unknown host keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KnownHosts {
-    /// Trust a host on first use (`StrictHostKeyChecking=accept-new`), recording it on the
-    /// claude-home PVC ([`KNOWN_HOSTS_FILE`]) so the trust survives restarts.
-    #[default]
-    AcceptNew,
-    /// Only hosts listed under the key `known_hosts` of the same Secret (`StrictHostKeyChecking=yes`).
-    Strict,
-    /// No checking at all (`StrictHostKeyChecking=no`); for throwaway test clusters only.
-    Off,
-}
-
-/// A pod toleration.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Toleration {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// `Equal` (default) or `Exists`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operator: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; None matches all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effect: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub toleration_seconds: Option<i64>,
-}
+/// How ssh treats unknown host keys (`AcceptNew` records first-seen hosts on the claude-home PVC in
+/// [`KNOWN_HOSTS_FILE`]; `Strict` trusts only the `known_hosts` key of the SSH Secret; `Off` checks
+/// nothing), and a pod toleration. Both are defined once, in `config::layer`, and re-exported here.
+pub use crate::config::layer::{KnownHosts, Toleration};
 
 /// The session metadata carried as annotations (so a teammate's `list` can show it).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
