@@ -10,7 +10,7 @@
 //! (client side: start, list, status, follow through `Remote`), `transcript` (rendering stream-json),
 //! `creds` (the "no Claude credentials" warning), `sys` (the few raw syscalls the runner needs).
 //!
-//! May import: error, remote, term (sanitising).
+//! May import: error, remote, term (sanitising), config (defaults).
 
 pub mod creds;
 pub mod records;
@@ -19,21 +19,19 @@ pub mod transcript;
 
 use serde::{Deserialize, Serialize};
 
-/// The default agent: Claude Code, headless, stream-json on stdout, the prompt on stdin.
-pub const DEFAULT_AGENT_COMMAND: &[&str] = &[
-    "claude",
-    "-p",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-    "--dangerously-skip-permissions",
-];
+/// The default agent: Claude Code, headless, stream-json on stdout, the prompt on stdin. Defined
+/// once in `config::settings` (where the `agent.command` default is resolved) and re-exported here.
+pub use crate::config::settings::DEFAULT_AGENT_COMMAND;
 /// Appended to the agent command for a follow-up prompt (`prompt --continue`).
 pub const DEFAULT_CONTINUE_ARGS: &[&str] = &["--continue"];
 /// Default idle timeout: a run that prints nothing on stdout for this long is stopped (0 = off).
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30 * 60;
+/// In seconds; the value is `config::settings::DEFAULT_AGENT_IDLE_TIMEOUT`.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 =
+    crate::config::settings::DEFAULT_AGENT_IDLE_TIMEOUT.as_secs();
 /// Default grace after the final `result` event before a still-running agent is stopped.
-pub const DEFAULT_RESULT_GRACE_SECS: u64 = 60;
+/// In seconds; the value is `config::settings::DEFAULT_AGENT_RESULT_GRACE`.
+pub const DEFAULT_RESULT_GRACE_SECS: u64 =
+    crate::config::settings::DEFAULT_AGENT_RESULT_GRACE.as_secs();
 /// Default time between SIGTERM and SIGKILL when the watchdog (or `stop`) ends a run.
 pub const DEFAULT_KILL_GRACE_SECS: u64 = 10;
 /// The runs directory below the claude home.
