@@ -1,5 +1,7 @@
 //! RFC 3339 timestamps (UTC, whole seconds) for session files and a kubectl-style age ("5m", "3d").
-//! No calendar crate: the civil-date conversion is the standard days-from-epoch algorithm.
+//! No calendar crate: the civil-date conversion is the standard days-from-epoch algorithm, and this
+//! is its one copy in the crate outside `kube` (which sits below `config`): `run` (run ids, run
+//! records) and `git::branch` (branch timestamps) call [`utc_parts`].
 //!
 //! May import: std.
 
@@ -16,14 +18,30 @@ pub fn format_rfc3339(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    format_rfc3339_secs(secs)
+}
+
+/// Format seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn format_rfc3339_secs(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Civil UTC date and time from seconds since the Unix epoch: (year, month, day, hour, minute,
+/// second).
+pub fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+    // rem < 86_400, so every part fits in u32.
+    let part = |v: u64| u32::try_from(v).unwrap_or(0);
+    (
+        y,
+        m,
+        d,
+        part(rem / 3600),
+        part(rem % 3600 / 60),
+        part(rem % 60),
     )
 }
 
@@ -167,6 +185,14 @@ mod tests {
         ] {
             assert!(parse_rfc3339(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn utc_parts_and_seconds_format() {
+        assert_eq!(utc_parts(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc_parts(951_868_799), (2000, 2, 29, 23, 59, 59));
+        assert_eq!(utc_parts(1_736_951_400), (2025, 1, 15, 14, 30, 0));
+        assert_eq!(format_rfc3339_secs(1_736_951_400), "2025-01-15T14:30:00Z");
     }
 
     #[test]

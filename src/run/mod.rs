@@ -10,7 +10,7 @@
 //! (client side: start, list, status, follow through `Remote`), `transcript` (rendering stream-json),
 //! `creds` (the "no Claude credentials" warning), `sys` (the few raw syscalls the runner needs).
 //!
-//! May import: error, remote, term (sanitising), config (defaults).
+//! May import: error, remote, term (sanitising), config (defaults, time formats).
 
 pub mod creds;
 pub mod records;
@@ -153,33 +153,12 @@ pub struct RunMeta {
 }
 
 /// Civil UTC date and time from seconds since the Unix epoch: (year, month, day, hour, min, sec).
-pub fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-from-civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
+/// Re-exported from `config::time`, where the calendar conversion lives.
+pub use crate::config::time::utc_parts;
 
-/// RFC 3339 UTC timestamp, second precision.
+/// RFC 3339 UTC timestamp, second precision (`config::time::format_rfc3339_secs`).
 pub fn rfc3339(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    crate::config::time::format_rfc3339_secs(secs)
 }
 
 /// Seconds since the epoch now.
