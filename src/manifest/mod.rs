@@ -544,7 +544,10 @@ mod tests {
             ),
             (|s| s.resources.cpu = "0".into(), "at least 1m"),
             (|s| s.resources.cpu = "two".into(), "cpu"),
-            (|s| s.resources.memory = "2GB".into(), "unknown unit"),
+            (
+                |s| s.resources.memory = "2GB".into(),
+                "unknown suffix \"GB\"",
+            ),
             (|s| s.resources.memory = "0".into(), "larger than zero"),
             (
                 |s| s.resources.cpu_request = Some("2".into()),
