@@ -24,6 +24,14 @@ use serde::{Deserialize, Serialize};
 pub use crate::config::settings::DEFAULT_AGENT_COMMAND;
 /// Appended to the agent command for a follow-up prompt (`prompt --continue`).
 pub const DEFAULT_CONTINUE_ARGS: &[&str] = &["--continue"];
+/// [`DEFAULT_CONTINUE_ARGS`] as owned strings (the client's `StartRequest` and the in-pod runner's
+/// options both start from it).
+pub fn default_continue_args() -> Vec<String> {
+    DEFAULT_CONTINUE_ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 /// Default idle timeout: a run that prints nothing on stdout for this long is stopped (0 = off).
 /// In seconds; the value is `config::settings::DEFAULT_AGENT_IDLE_TIMEOUT`.
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 =
