@@ -1088,17 +1088,7 @@ fn apply_to_known(known: &mut Snapshot, c: &Change, o: &Outcome) {
             }
         }
         Change::Symlink { path, target } => {
-            known.insert(
-                path.clone(),
-                Entry {
-                    kind: Kind::Symlink,
-                    size: 0,
-                    mtime: 0,
-                    mtime_nsec: 0,
-                    exec: false,
-                    target: Some(target.clone()),
-                },
-            );
+            known.insert(path.clone(), Entry::symlink(target.clone()));
         }
         Change::Delete { path, .. } => {
             known.remove(path);
@@ -1246,17 +1236,7 @@ fn fallback_apply(
                 tar_snap.insert(path.clone(), entry.clone());
             }
             Change::Symlink { path, target } => {
-                tar_snap.insert(
-                    path.clone(),
-                    Entry {
-                        kind: Kind::Symlink,
-                        size: 0,
-                        mtime: 0,
-                        mtime_nsec: 0,
-                        exec: false,
-                        target: Some(target.clone()),
-                    },
-                );
+                tar_snap.insert(path.clone(), Entry::symlink(target.clone()));
             }
         }
     }
