@@ -416,6 +416,18 @@ impl Walker<'_> {
         }
     }
 
+    /// A list, or a fault saying `form` is expected; None for null (unset) too.
+    fn sequence<'v>(&mut self, v: &'v Value, key: &str, form: &str) -> Option<&'v [Value]> {
+        match v {
+            Value::Sequence(items) => Some(items),
+            Value::Null => None,
+            other => {
+                self.fault(key, other, form);
+                None
+            }
+        }
+    }
+
     fn section<'v>(&mut self, map: &'v Mapping, name: &str, prefix: &str) -> Option<&'v Mapping> {
         let key = format!("{prefix}{name}");
         let m = self.mapping(map.get(name)?, &key)?;
@@ -817,18 +829,11 @@ impl Walker<'_> {
     }
 
     fn secret_files(&mut self, v: &Value, key: &str) -> Option<Vec<SecretFileSpec>> {
-        let items = match v {
-            Value::Null => return None,
-            Value::Sequence(items) => items,
-            other => {
-                self.fault(
-                    key,
-                    other,
-                    "a list of SRC:DST strings or {source, destination} mappings",
-                );
-                return None;
-            }
-        };
+        let items = self.sequence(
+            v,
+            key,
+            "a list of SRC:DST strings or {source, destination} mappings",
+        )?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");
@@ -877,18 +882,11 @@ impl Walker<'_> {
     }
 
     fn tolerations(&mut self, v: Option<&Value>, key: &str) -> Option<Vec<Toleration>> {
-        let items = match v? {
-            Value::Null => return None,
-            Value::Sequence(items) => items,
-            other => {
-                self.fault(
-                    key,
-                    other,
-                    "a list of tolerations ({key, operator, value, effect})",
-                );
-                return None;
-            }
-        };
+        let items = self.sequence(
+            v?,
+            key,
+            "a list of tolerations ({key, operator, value, effect})",
+        )?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");
