@@ -6,7 +6,7 @@
 //! robust: it settles stale "running" records and only ever sends whole lines), or plain POSIX `sh`,
 //! `cat`, `tail` (for pods where our binary cannot run). Both use the same file layout.
 //!
-//! May import: error, remote, run (its own module).
+//! May import: error, remote, config (defaults), run (its own module).
 
 use super::{RunMeta, RunStatus};
 use crate::error::{Error, Result};

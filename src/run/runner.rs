@@ -20,7 +20,7 @@
 //! run-agent stop   [--home DIR] [--run ID] [--reason TEXT]
 //! ```
 //!
-//! May import: error, run (its own module).
+//! May import: error, config (defaults), term (the raw syscalls in `term::sys`), run (its own module).
 
 use super::{RunMeta, RunResult, RunStatus};
 use crate::error::{Error, IoResultExt, Result};
