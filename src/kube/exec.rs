@@ -152,23 +152,7 @@ impl ExecProcess {
         {
             return Err(v4_stdin_error(&what));
         }
-        let (out_w, out_r) = pipe(config.pipe_high_water);
-        let mut routes = vec![Route {
-            stream: codec::STDOUT,
-            out: out_w,
-            skip: 0,
-        }];
-        let stderr = if req.tty {
-            None
-        } else {
-            let (err_w, err_r) = pipe(config.pipe_high_water);
-            routes.push(Route {
-                stream: codec::STDERR,
-                out: err_w,
-                skip: 0,
-            });
-            Some(err_r)
-        };
+        let (routes, out_r, stderr) = output_routes(req.tty, config.pipe_high_water);
         let session = Session::start(
             upgraded,
             Spec {
@@ -365,23 +349,7 @@ pub(crate) fn run_terminal(
 ) -> Result<i32> {
     let upgraded = http::upgrade(dialer, path, &EXEC_PROTOCOLS)
         .map_err(|e| http::explain_stream_error(e, resource, namespace, pod, what))?;
-    let (out_w, mut out_r) = pipe(config.pipe_high_water);
-    let mut routes = vec![Route {
-        stream: codec::STDOUT,
-        out: out_w,
-        skip: 0,
-    }];
-    let err_reader = if mode.tty {
-        None
-    } else {
-        let (w, r) = pipe(config.pipe_high_water);
-        routes.push(Route {
-            stream: codec::STDERR,
-            out: w,
-            skip: 0,
-        });
-        Some(r)
-    };
+    let (routes, mut out_r, err_reader) = output_routes(mode.tty, config.pipe_high_water);
     let session = Session::start(
         upgraded,
         Spec {
@@ -602,6 +570,29 @@ fn input_loop(l: InputLoop) {
             }
         }
     }
+}
+
+/// The output routes of an exec stream: stdout always, stderr unless a TTY merges it into stdout.
+/// Returns the routes and the readers the caller consumes (stdout, then stderr when routed).
+fn output_routes(tty: bool, high_water: usize) -> (Vec<Route>, PipeReader, Option<PipeReader>) {
+    let (out_w, out_r) = pipe(high_water);
+    let mut routes = vec![Route {
+        stream: codec::STDOUT,
+        out: out_w,
+        skip: 0,
+    }];
+    let err_r = if tty {
+        None
+    } else {
+        let (err_w, err_r) = pipe(high_water);
+        routes.push(Route {
+            stream: codec::STDERR,
+            out: err_w,
+            skip: 0,
+        });
+        Some(err_r)
+    };
+    (routes, out_r, err_r)
 }
 
 #[cfg(test)]
