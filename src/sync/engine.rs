@@ -86,7 +86,7 @@ pub struct Stats {
     pub skipped: Vec<String>,
     /// The tree that was sent: seed [`SyncEngine::with_known`] with it.
     pub sent: Snapshot,
-    /// "agent", or "fallback: <why>" when the pod's tar did the extraction.
+    /// "agent", or `"fallback: <why>"` when the pod's tar did the extraction.
     pub transport: String,
 }
 
@@ -282,7 +282,7 @@ pub struct SyncStatus {
     /// Changes the pod refused (each reported in `reason` when it happens).
     pub failed: u64,
     pub reconnects: u64,
-    /// "agent" or "fallback: <why>".
+    /// "agent" or `"fallback: <why>"`.
     pub transport: String,
 }
 
