@@ -139,9 +139,10 @@ pub struct ResourceSpec {
 
 impl Default for ResourceSpec {
     fn default() -> Self {
+        // The defaults are config's (`config::settings::DEFAULT_*`), the one place they are set.
         ResourceSpec {
-            cpu: "1".into(),
-            memory: "2Gi".into(),
+            cpu: crate::config::settings::DEFAULT_CPU.into(),
+            memory: crate::config::settings::DEFAULT_MEMORY.into(),
             cpu_request: None,
             memory_request: None,
             extra: BTreeMap::new(),
@@ -163,8 +164,8 @@ pub struct StorageSpec {
 impl Default for StorageSpec {
     fn default() -> Self {
         StorageSpec {
-            workspace: "10Gi".into(),
-            claude_home: "1Gi".into(),
+            workspace: crate::config::settings::DEFAULT_WORKSPACE.into(),
+            claude_home: crate::config::settings::DEFAULT_CLAUDE_HOME.into(),
             storage_class: None,
         }
     }
