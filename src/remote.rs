@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 
 /// Something that can run a command inside the session's container.
 pub trait Remote: Send + Sync {
-    /// Start `argv` (argv[0] is looked up on the remote PATH) with piped stdin, stdout and stderr.
+    /// Start `argv` (`argv[0]` is looked up on the remote PATH) with piped stdin, stdout and stderr.
     /// Arguments are passed as they are: no shell ever re-parses them.
     fn exec(&self, argv: &[String]) -> Result<Box<dyn RemoteProcess>>;
 

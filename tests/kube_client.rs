@@ -285,6 +285,25 @@ fn serve(pki: &Pki, require_client_cert: bool, handler: Handler) -> Server {
     Server { port, journal }
 }
 
+/// A server that answers GET with pod "web" only for the bearer token currently in the returned
+/// cell, and 401 for any other token; tests rotate the token by writing the cell.
+fn serve_accepting_bearer(pki: &Pki, initial: &str) -> (Server, Arc<Mutex<String>>) {
+    let accepted = Arc::new(Mutex::new(initial.to_string()));
+    let a2 = accepted.clone();
+    let srv = serve(
+        pki,
+        false,
+        Arc::new(move |r: &Req| {
+            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
+                Resp::json(200, ok_pod("web"))
+            } else {
+                Resp::status(401, "Unauthorized", "Unauthorized")
+            }
+        }),
+    );
+    (srv, accepted)
+}
+
 fn serve_conn<S: Read + Write>(
     s: S,
     conn: usize,
@@ -649,19 +668,7 @@ fn token_basic_and_impersonation_headers() {
 #[test]
 fn token_file_is_reread_after_401_and_the_request_retried() {
     let pki = pki();
-    let accepted = Arc::new(Mutex::new("old".to_string()));
-    let a2 = accepted.clone();
-    let srv = serve(
-        &pki,
-        false,
-        Arc::new(move |r: &Req| {
-            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
-                Resp::json(200, ok_pod("web"))
-            } else {
-                Resp::status(401, "Unauthorized", "Unauthorized")
-            }
-        }),
-    );
+    let (srv, accepted) = serve_accepting_bearer(&pki, "old");
     let dir = tmpdir("tokfile");
     std::fs::write(dir.join("token"), "old\n").expect("w");
     let kc = kubeconfig(
@@ -714,19 +721,7 @@ fn runs(dir: &Path) -> usize {
 #[test]
 fn exec_plugin_credential_is_cached_until_expiry_and_refreshed_on_401() {
     let pki = pki();
-    let accepted = Arc::new(Mutex::new("tok-1".to_string()));
-    let a2 = accepted.clone();
-    let srv = serve(
-        &pki,
-        false,
-        Arc::new(move |r: &Req| {
-            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
-                Resp::json(200, ok_pod("web"))
-            } else {
-                Resp::status(401, "Unauthorized", "Unauthorized")
-            }
-        }),
-    );
+    let (srv, accepted) = serve_accepting_bearer(&pki, "tok-1");
     let server = format!("https://127.0.0.1:{}", srv.port);
 
     // Far-future expiry: one plugin run serves many requests.
@@ -1678,19 +1673,7 @@ fn raw_stream_without_proxy_uses_the_same_tls_and_client_cert() {
 #[test]
 fn in_cluster_service_account_with_token_rotation() {
     let pki = pki();
-    let accepted = Arc::new(Mutex::new("sa-1".to_string()));
-    let a2 = accepted.clone();
-    let srv = serve(
-        &pki,
-        false,
-        Arc::new(move |r: &Req| {
-            if r.bearer() == Some(a2.lock().expect("l").as_str()) {
-                Resp::json(200, ok_pod("web"))
-            } else {
-                Resp::status(401, "Unauthorized", "Unauthorized")
-            }
-        }),
-    );
+    let (srv, accepted) = serve_accepting_bearer(&pki, "sa-1");
     let sa = tmpdir("sa");
     std::fs::write(sa.join("token"), "sa-1").expect("w");
     std::fs::write(sa.join("ca.crt"), &pki.ca_pem).expect("w");

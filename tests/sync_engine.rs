@@ -71,7 +71,16 @@ struct Running {
 }
 
 impl Running {
+    /// Start the engine against `remote` and wait until it reports Active.
     fn start(engine: SyncEngine, remote: ThreadRemote) -> Running {
+        let r = Running::spawn(engine, remote);
+        wait_until("engine active", 20, || {
+            r.last().is_some_and(|s| s.state == SyncState::Active)
+        });
+        r
+    }
+    /// Start the engine against `remote` without waiting for any status.
+    fn spawn<R: Remote + Clone + 'static>(engine: SyncEngine, remote: R) -> Running {
         let stop = StopHandle::new();
         let statuses = Arc::new(Mutex::new(Vec::new()));
         let (s2, st2) = (stop.clone(), statuses.clone());
@@ -81,15 +90,11 @@ impl Running {
                 move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
             engine.run(&factory, &s2, &|s| st2.lock().unwrap().push(s.clone()))
         });
-        let r = Running {
+        Running {
             stop,
             statuses,
             handle: Some(handle),
-        };
-        wait_until("engine active", 20, || {
-            r.last().is_some_and(|s| s.state == SyncState::Active)
-        });
-        r
+        }
     }
     fn last(&self) -> Option<SyncStatus> {
         self.statuses.lock().unwrap().last().cloned()
@@ -565,20 +570,25 @@ fn pull_copies_back_without_overwriting_newer_local_files() {
     }
 }
 
-/// A pod whose agent passes `version` but crashes on `serve` (an arch/regression crash).
+/// A pod whose agent runs normally except for one subcommand (`serve`, `extract`), where it runs
+/// `script` instead: an arch or regression crash.
 #[derive(Clone)]
-struct CrashingServe(ThreadRemote);
+struct CrashOn {
+    pod: ThreadRemote,
+    subcommand: &'static str,
+    script: &'static str,
+}
 
-impl Remote for CrashingServe {
+impl Remote for CrashOn {
     fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn kodama::remote::RemoteProcess>> {
-        if argv.get(2).map(String::as_str) == Some("serve") {
-            let crash: Vec<String> = ["sh", "-c", "echo 'Segmentation fault' >&2; exit 139"]
+        if argv.get(2).map(String::as_str) == Some(self.subcommand) {
+            let crash: Vec<String> = ["sh", "-c", self.script]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            return self.0.local.exec(&crash);
+            return self.pod.local.exec(&crash);
         }
-        self.0.exec(argv)
+        self.pod.exec(argv)
     }
 }
 
@@ -589,21 +599,20 @@ fn an_agent_that_keeps_crashing_is_replaced_by_the_tar_fallback() {
     let p = env.pod.path().to_path_buf();
     write(l, "a.txt", "one");
     let st = seed(&env);
-    let stop = StopHandle::new();
-    let statuses = Arc::new(Mutex::new(Vec::<SyncStatus>::new()));
-    let (s2, st2) = (stop.clone(), statuses.clone());
-    let remote = CrashingServe(env.remote.clone());
-    let mut engine = SyncEngine::new(env.rules(), env.opts()).with_known(st.sent);
-    let h = std::thread::spawn(move || {
-        let factory = move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
-        engine.run(&factory, &s2, &|s| st2.lock().unwrap().push(s.clone()))
-    });
+    // The agent passes `version` but crashes on `serve`.
+    let remote = CrashOn {
+        pod: env.remote.clone(),
+        subcommand: "serve",
+        script: "echo 'Segmentation fault' >&2; exit 139",
+    };
+    let engine = SyncEngine::new(env.rules(), env.opts()).with_known(st.sent);
+    let run = Running::spawn(engine, remote);
     wait_until("fallback active", 20, || {
-        statuses.lock().unwrap().last().is_some_and(|s| {
+        run.last().is_some_and(|s| {
             s.state == SyncState::Active && s.transport.contains("failed to start 3 times")
         })
     });
-    let all = statuses.lock().unwrap().clone();
+    let all = run.statuses.lock().unwrap().clone();
     assert!(
         all.iter().any(|s| s
             .reason
@@ -615,36 +624,19 @@ fn an_agent_that_keeps_crashing_is_replaced_by_the_tar_fallback() {
     wait_until("sync via fallback", 10, || {
         read(&p.join("b.txt")).as_deref() == Some("bee")
     });
-    stop.stop();
-    h.join().unwrap().unwrap();
-}
-
-/// A pod whose agent crashes on `extract`.
-#[derive(Clone)]
-struct CrashingExtract(ThreadRemote);
-
-impl Remote for CrashingExtract {
-    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn kodama::remote::RemoteProcess>> {
-        if argv.get(2).map(String::as_str) == Some("extract") {
-            let crash: Vec<String> = [
-                "sh",
-                "-c",
-                "cat >/dev/null; echo 'Illegal instruction' >&2; exit 132",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            return self.0.local.exec(&crash);
-        }
-        self.0.exec(argv)
-    }
+    run.finish().unwrap();
 }
 
 #[test]
 fn initial_sync_falls_back_to_tar_when_the_agent_crashes() {
     let env = Env::new();
     write(env.local.path(), "a/b.txt", "bee");
-    let remote = CrashingExtract(env.remote.clone());
+    // The agent crashes on `extract`.
+    let remote = CrashOn {
+        pod: env.remote.clone(),
+        subcommand: "extract",
+        script: "cat >/dev/null; echo 'Illegal instruction' >&2; exit 132",
+    };
     let mode = ensure_agent(&remote, &env.install()).unwrap();
     assert!(matches!(mode, AgentMode::Agent { .. }));
     let st = initial_sync(&remote, &mode, &env.rules(), &env.root(), &mut |_| {}).unwrap();

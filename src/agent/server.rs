@@ -1,7 +1,7 @@
 //! The in-pod side: `kubectl-kodama agent <serve|extract|pack|version> --root DIR …`, a hidden
 //! subcommand of kodama's own binary, run in the pod over exec.
 //!
-//! - `serve`: the [`protocol`](super::protocol) on stdin/stdout, applying changes under the root.
+//! - `serve`: the [`protocol`] on stdin/stdout, applying changes under the root.
 //! - `extract`: a tar stream on stdin, extracted safely under the root (files written atomically).
 //! - `pack [--path SUB] [--exclude PAT]… [--no-gitignore] [--no-kodamaignore]`: a tar of the root (or of SUB) on stdout,
 //!   applying the tree's own .gitignore/.kodamaignore files plus the patterns given.

@@ -1,4 +1,6 @@
 //! Table tests of the command line: what good command lines mean, and what bad ones say.
+//!
+//! May import: cli (the parent module; tests only), config, error.
 
 use super::*;
 

@@ -9,7 +9,10 @@
 //! the wrong type, or an invalid quantity or duration, is an error naming the file, the key and the
 //! accepted form. All faults of a file are reported together.
 //!
-//! May import: std, yaml_serde, error, config::{quantity, duration, names}.
+//! `KnownHosts` and `Toleration` defined here are the only definitions: `manifest` and `git`
+//! re-export them.
+//!
+//! May import: std, serde, yaml_serde, error, config::{quantity, duration, names}.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,6 +49,21 @@ pub enum KnownHosts {
 }
 
 impl KnownHosts {
+    /// Parse a policy given outside a config file (e.g. to the clone step): `accept-new` (or empty),
+    /// `strict` (or ssh's `yes`), `off` (or ssh's `no`). Config files are stricter: see the
+    /// `knownHosts` key in [`parse_layer`].
+    pub fn parse(s: &str) -> Result<KnownHosts> {
+        match s {
+            "accept-new" | "" => Ok(KnownHosts::AcceptNew),
+            "strict" | "yes" => Ok(KnownHosts::Strict),
+            "off" | "no" => Ok(KnownHosts::Off),
+            other => Err(Error::usage(
+                format!("git.knownHosts {other:?} is not a known_hosts policy"),
+                Some("use accept-new (default), strict or off".into()),
+            )),
+        }
+    }
+
     /// The spelling used in config files.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -393,6 +411,18 @@ impl Walker<'_> {
             Value::Null => None,
             other => {
                 self.fault(key, other, "a mapping of keys");
+                None
+            }
+        }
+    }
+
+    /// A list, or a fault saying `form` is expected; None for null (unset) too.
+    fn sequence<'v>(&mut self, v: &'v Value, key: &str, form: &str) -> Option<&'v [Value]> {
+        match v {
+            Value::Sequence(items) => Some(items),
+            Value::Null => None,
+            other => {
+                self.fault(key, other, form);
                 None
             }
         }
@@ -799,18 +829,11 @@ impl Walker<'_> {
     }
 
     fn secret_files(&mut self, v: &Value, key: &str) -> Option<Vec<SecretFileSpec>> {
-        let items = match v {
-            Value::Null => return None,
-            Value::Sequence(items) => items,
-            other => {
-                self.fault(
-                    key,
-                    other,
-                    "a list of SRC:DST strings or {source, destination} mappings",
-                );
-                return None;
-            }
-        };
+        let items = self.sequence(
+            v,
+            key,
+            "a list of SRC:DST strings or {source, destination} mappings",
+        )?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");
@@ -859,18 +882,11 @@ impl Walker<'_> {
     }
 
     fn tolerations(&mut self, v: Option<&Value>, key: &str) -> Option<Vec<Toleration>> {
-        let items = match v? {
-            Value::Null => return None,
-            Value::Sequence(items) => items,
-            other => {
-                self.fault(
-                    key,
-                    other,
-                    "a list of tolerations ({key, operator, value, effect})",
-                );
-                return None;
-            }
-        };
+        let items = self.sequence(
+            v?,
+            key,
+            "a list of tolerations ({key, operator, value, effect})",
+        )?;
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let k = format!("{key}[{i}]");

@@ -3,7 +3,8 @@
 //! locked), Kubernetes quantities, durations, name rules, and the layering
 //! flags > template > global > built-in defaults into one plain [`Settings`].
 //!
-//! May import: error, secret, std, serde, yaml_serde, libc (flock in `store` only).
+//! May import: error, secret, std, serde, yaml_serde, libc (flock in `store` only), kube::auth
+//! (RFC 3339 parsing in `time` only).
 
 pub mod duration;
 pub mod layer;

@@ -1,12 +1,40 @@
-//! Name rules shared by the CLI, the config files and the session store: session names (DNS-1123
-//! labels of at most 40 characters, so every derived object name such as `kodama-claude-home-<name>`
-//! stays within Kubernetes' 63), namespaces, and "did you mean" suggestions by edit distance.
+//! Name rules shared by the CLI, the config files, the session store and the manifests: session
+//! names (DNS-1123 labels of at most 40 characters, a leading digit allowed, so every derived object
+//! name such as `kodama-claude-home-<name>` stays within Kubernetes' 63), the object names derived
+//! from a session name, namespaces, and "did you mean" suggestions by edit distance.
+//!
+//! This is the one implementation of these rules: `manifest::names` and `config::store` delegate here.
 //!
 //! May import: std.
 
 /// Longest session name: 63 minus the longest prefix we put in front of it
 /// (`kodama-editor-config-`, 21 characters) rounded down to a friendly number.
 pub const MAX_SESSION_NAME: usize = 40;
+
+/// The pod of a session: `kodama-<name>`.
+pub fn pod_name(session: &str) -> String {
+    format!("kodama-{session}")
+}
+/// The workspace PVC of a session: `kodama-workspace-<name>`.
+pub fn workspace_pvc_name(session: &str) -> String {
+    format!("kodama-workspace-{session}")
+}
+/// The claude-home PVC of a session: `kodama-claude-home-<name>`.
+pub fn claude_home_pvc_name(session: &str) -> String {
+    format!("kodama-claude-home-{session}")
+}
+/// The editor ConfigMap of a session: `kodama-editor-config-<name>`.
+pub fn editor_config_map_name(session: &str) -> String {
+    format!("kodama-editor-config-{session}")
+}
+/// The env Secret of a session: `kodama-env-<name>`.
+pub fn env_secret_name(session: &str) -> String {
+    format!("kodama-env-{session}")
+}
+/// The secret-files Secret of a session: `kodama-files-<name>`.
+pub fn files_secret_name(session: &str) -> String {
+    format!("kodama-files-{session}")
+}
 
 /// Check a session name. The error is one sentence listing every rule it breaks, e.g.
 /// `session name "My_Work" is invalid: it must be at most 40 characters; ...`.
@@ -34,6 +62,11 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
             faults.join("; ")
         ))
     }
+}
+
+/// True for a DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    label_faults(s, 63).is_empty()
 }
 
 /// Every DNS-1123 label rule `s` breaks, each as a phrase starting with "it".

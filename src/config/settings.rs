@@ -38,19 +38,23 @@ pub const DEFAULT_AGENT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// An agent run that printed its final result but has not exited after this long is stopped.
 pub const DEFAULT_AGENT_RESULT_GRACE: Duration = Duration::from_secs(60);
 
-/// The default agent: Claude Code, headless, streaming JSON; the prompt arrives on stdin.
+/// The default agent: Claude Code, headless, streaming JSON on stdout; the prompt arrives on stdin.
+/// The one definition: `run::DEFAULT_AGENT_COMMAND` re-exports it.
+pub const DEFAULT_AGENT_COMMAND: &[&str] = &[
+    "claude",
+    "-p",
+    "--output-format",
+    "stream-json",
+    "--verbose",
+    "--dangerously-skip-permissions",
+];
+
+/// [`DEFAULT_AGENT_COMMAND`] as owned strings.
 pub fn default_agent_command() -> Vec<String> {
-    [
-        "claude",
-        "-p",
-        "--output-format",
-        "stream-json",
-        "--verbose",
-        "--dangerously-skip-permissions",
-    ]
-    .iter()
-    .map(|s| (*s).to_string())
-    .collect()
+    DEFAULT_AGENT_COMMAND
+        .iter()
+        .map(|s| (*s).to_string())
+        .collect()
 }
 
 /// CPU, memory and extended resources (limits; requests are derived by the manifest builder).

@@ -11,7 +11,7 @@
 //!
 //! The record never holds secret values: only env variable *names* and secret-file destinations.
 //!
-//! May import: std, libc (flock only), serde, yaml_serde, error, config::{names, time, settings}.
+//! May import: std, libc (flock only), serde, yaml_serde, error, config::{names, time, settings, layer}.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -215,26 +215,11 @@ pub struct SessionRecord {
     pub extra: BTreeMap<String, yaml_serde::Value>,
 }
 
-/// Pod name of a session.
-pub fn pod_name(session: &str) -> String {
-    format!("kodama-{session}")
-}
-/// Workspace PVC name of a session.
-pub fn workspace_pvc_name(session: &str) -> String {
-    format!("kodama-workspace-{session}")
-}
-/// Claude-home PVC name of a session.
-pub fn claude_home_pvc_name(session: &str) -> String {
-    format!("kodama-claude-home-{session}")
-}
-/// Editor ConfigMap name of a session.
-pub fn editor_config_map_name(session: &str) -> String {
-    format!("kodama-editor-config-{session}")
-}
-/// Env Secret name of a session.
-pub fn env_secret_name(session: &str) -> String {
-    format!("kodama-env-{session}")
-}
+// The derived object names live in `config::names` (the one implementation); re-exported here
+// because callers know them as `config::store::pod_name` etc.
+pub use super::names::{
+    claude_home_pvc_name, editor_config_map_name, env_secret_name, pod_name, workspace_pvc_name,
+};
 
 impl SessionRecord {
     /// A fresh `Pending` record with the derived object names and both timestamps set to now.

@@ -1,7 +1,10 @@
 //! RFC 3339 timestamps (UTC, whole seconds) for session files and a kubectl-style age ("5m", "3d").
-//! No calendar crate: the civil-date conversion is the standard days-from-epoch algorithm.
+//! No calendar crate: the civil-date conversion is the standard days-from-epoch algorithm, and this
+//! is its one copy in the crate: `run` (run ids, run records) and `git::branch` (branch
+//! timestamps) call [`utc_parts`]. Parsing RFC 3339 is `kube::auth::parse_rfc3339` (`kube` sits
+//! below `config`), re-offered here as [`parse_rfc3339`].
 //!
-//! May import: std.
+//! May import: std, kube::auth (its RFC 3339 parser).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,71 +19,37 @@ pub fn format_rfc3339(t: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    format_rfc3339_secs(secs)
+}
+
+/// Format seconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+pub fn format_rfc3339_secs(secs: u64) -> String {
+    let (y, m, d, hh, mm, ss) = utc_parts(secs);
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+}
+
+/// Civil UTC date and time from seconds since the Unix epoch: (year, month, day, hour, minute,
+/// second).
+pub fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
+    // rem < 86_400, so every part fits in u32.
+    let part = |v: u64| u32::try_from(v).unwrap_or(0);
+    (
+        y,
+        m,
+        d,
+        part(rem / 3600),
+        part(rem % 3600 / 60),
+        part(rem % 60),
     )
 }
 
-/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; None when malformed.
+/// Parse `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; None when malformed. The parser is
+/// `kube::auth::parse_rfc3339` (one copy in the crate; it keeps fractional seconds).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let t = s.get(r)?;
-        t.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| t.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if b[13] != b':'
-        || b[16] != b':'
-        || !(1..=12).contains(&mo)
-        || !(1..=31).contains(&d)
-        || h > 23
-        || mi > 59
-        || se > 60
-    {
-        return None;
-    }
-    let mut rest = &s[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        if n == 0 {
-            return None;
-        }
-        rest = &r[n..];
-    }
-    let offset: i64 = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && &rest[3..4] == ":" =>
-        {
-            let oh: i64 = rest[1..3].parse().ok()?;
-            let om: i64 = rest[4..6].parse().ok()?;
-            let o = oh * 3600 + om * 60;
-            if rest.starts_with('-') {
-                -o
-            } else {
-                o
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + se - offset;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    crate::kube::auth::parse_rfc3339(s)
 }
 
 /// kubectl-style age: 45s, 5m, 3h, 2d (and 2d3h under a week, like kubectl's short form).
@@ -123,16 +92,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +126,14 @@ mod tests {
         ] {
             assert!(parse_rfc3339(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn utc_parts_and_seconds_format() {
+        assert_eq!(utc_parts(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(utc_parts(951_868_799), (2000, 2, 29, 23, 59, 59));
+        assert_eq!(utc_parts(1_736_951_400), (2025, 1, 15, 14, 30, 0));
+        assert_eq!(format_rfc3339_secs(1_736_951_400), "2025-01-15T14:30:00Z");
     }
 
     #[test]

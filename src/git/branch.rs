@@ -9,7 +9,7 @@
 //!   does not: with autoBranch on, NAME is created from the default branch (the start message says
 //!   so); with autoBranch off, the clone fails with "branch NAME not found".
 //!
-//! May import: error.
+//! May import: error, config::time (calendar conversion).
 
 use crate::error::{Error, Result};
 
@@ -49,25 +49,11 @@ impl BranchPlan {
     }
 }
 
-/// `YYYYMMDDHHMMSS` in UTC for `secs` since the epoch.
+/// `YYYYMMDDHHMMSS` in UTC for `secs` since the epoch (the calendar conversion is
+/// `config::time::utc_parts`).
 pub fn timestamp(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}{:02}{:02}{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, mo, d, h, mi, s) = crate::config::time::utc_parts(secs);
+    format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}")
 }
 
 /// The automatic branch name `<prefix><session>-<YYYYMMDDHHMMSS>`.

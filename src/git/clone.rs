@@ -7,7 +7,7 @@
 //! `scheme://host`; no token is ever in argv, the URL, .git/config or output. SSH uses the mounted key
 //! through `core.sshCommand` with the known_hosts policy.
 //!
-//! May import: error, secret, remote, git (its own module).
+//! May import: error, secret, remote, config (the `KnownHosts` type), git (its own module).
 
 use super::branch::BranchPlan;
 use super::url::{RepoKind, RepoUrl};
@@ -19,39 +19,9 @@ use std::io::Read;
 /// The clone script (see its header for the arguments).
 pub const CLONE_SH: &str = include_str!("clone.sh");
 
-/// How ssh treats unknown host keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KnownHosts {
-    /// Accept and remember a host key seen for the first time; refuse a changed one (default).
-    #[default]
-    AcceptNew,
-    /// Only hosts already in the known_hosts file (mount one, see `known_hosts_file`).
-    Strict,
-    /// No host key checking at all.
-    Off,
-}
-
-impl KnownHosts {
-    /// Parse the config value `accept-new | strict | off`.
-    pub fn parse(s: &str) -> Result<KnownHosts> {
-        match s {
-            "accept-new" | "" => Ok(KnownHosts::AcceptNew),
-            "strict" | "yes" => Ok(KnownHosts::Strict),
-            "off" | "no" => Ok(KnownHosts::Off),
-            other => Err(Error::usage(
-                format!("git.knownHosts {other:?} is not a known_hosts policy"),
-                Some("use accept-new (default), strict or off".into()),
-            )),
-        }
-    }
-    fn as_str(self) -> &'static str {
-        match self {
-            KnownHosts::AcceptNew => "accept-new",
-            KnownHosts::Strict => "strict",
-            KnownHosts::Off => "off",
-        }
-    }
-}
+/// How ssh treats unknown host keys: the one type shared by the config files, the manifests and
+/// the clone step, defined in `config::layer` (re-exported here; `KnownHosts::parse` lives there too).
+pub use crate::config::layer::KnownHosts;
 
 /// Everything the clone step needs.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 //! `branch` (naming and the branch plan), `clone` (the in-pod clone script, its argv and result
 //! parser; diff and push argv).
 //!
-//! May import: error, secret, remote.
+//! May import: error, secret, remote, config (KnownHosts, time).
 
 pub mod branch;
 pub mod clone;

@@ -562,12 +562,21 @@ pub fn parse_exec_credential(
 }
 
 /// Parses an RFC 3339 timestamp (`2026-11-30T05:00:00Z`, fractional seconds and offsets allowed).
+/// The crate's one RFC 3339 parser: `config::time::parse_rfc3339` delegates here (`kube` sits below
+/// `config`, so the parser lives on this side).
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let b = s.as_bytes();
     if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    // Digits only: `parse` alone would take a sign ("2026-+1-30").
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     if b[13] != b':' || b[16] != b':' {
         return None;
@@ -631,6 +640,8 @@ mod tests {
             ("2026-13-01T00:00:00Z", None),
             ("2026-11-30 05:00:00", None),
             ("yesterday", None),
+            ("2026-+1-30T05:00:00Z", None),
+            ("2026-11-30T05:00:00+1:000", None),
         ];
         for &(s, want) in cases {
             let got = parse_rfc3339(s)

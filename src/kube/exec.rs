@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::ws::codec::{self, Protocol, MAX_PAYLOAD};
-use super::ws::http;
+use super::ws::http::{self, Upgraded};
 use super::ws::pipe::{pipe, Outgoing, PipeReader, StreamWriter};
 use super::ws::session::{Route, Session, SessionConfig, Spec};
 use super::ws::{check_name, percent_encode, Dialer};
@@ -152,32 +152,7 @@ impl ExecProcess {
         {
             return Err(v4_stdin_error(&what));
         }
-        let (out_w, out_r) = pipe(config.pipe_high_water);
-        let mut routes = vec![Route {
-            stream: codec::STDOUT,
-            out: out_w,
-            skip: 0,
-        }];
-        let stderr = if req.tty {
-            None
-        } else {
-            let (err_w, err_r) = pipe(config.pipe_high_water);
-            routes.push(Route {
-                stream: codec::STDERR,
-                out: err_w,
-                skip: 0,
-            });
-            Some(err_r)
-        };
-        let session = Session::start(
-            upgraded,
-            Spec {
-                routes,
-                status: Some((codec::STATUS, 0)),
-            },
-            config,
-            &what,
-        )?;
+        let (session, out_r, stderr) = start_exec_session(upgraded, req.tty, config, &what)?;
         let tx = session.sender();
         let stdin = req
             .stdin
@@ -365,32 +340,7 @@ pub(crate) fn run_terminal(
 ) -> Result<i32> {
     let upgraded = http::upgrade(dialer, path, &EXEC_PROTOCOLS)
         .map_err(|e| http::explain_stream_error(e, resource, namespace, pod, what))?;
-    let (out_w, mut out_r) = pipe(config.pipe_high_water);
-    let mut routes = vec![Route {
-        stream: codec::STDOUT,
-        out: out_w,
-        skip: 0,
-    }];
-    let err_reader = if mode.tty {
-        None
-    } else {
-        let (w, r) = pipe(config.pipe_high_water);
-        routes.push(Route {
-            stream: codec::STDERR,
-            out: w,
-            skip: 0,
-        });
-        Some(r)
-    };
-    let session = Session::start(
-        upgraded,
-        Spec {
-            routes,
-            status: Some((codec::STATUS, 0)),
-        },
-        config,
-        what,
-    )?;
+    let (session, mut out_r, err_reader) = start_exec_session(upgraded, mode.tty, config, what)?;
     let tx = session.sender();
 
     // From now on our stdin belongs to the session: exec credential plugins (a token refresh in
@@ -602,6 +552,45 @@ fn input_loop(l: InputLoop) {
             }
         }
     }
+}
+
+/// Start the socket-owner session of an exec stream: stdout always routed, stderr unless a TTY
+/// merges it into stdout, and the status channel decoded. Returns the session and the readers the
+/// caller consumes (stdout, then stderr when routed).
+fn start_exec_session(
+    upgraded: Upgraded,
+    tty: bool,
+    config: SessionConfig,
+    what: &str,
+) -> Result<(Session, PipeReader, Option<PipeReader>)> {
+    let high_water = config.pipe_high_water;
+    let (out_w, out_r) = pipe(high_water);
+    let mut routes = vec![Route {
+        stream: codec::STDOUT,
+        out: out_w,
+        skip: 0,
+    }];
+    let err_r = if tty {
+        None
+    } else {
+        let (err_w, err_r) = pipe(high_water);
+        routes.push(Route {
+            stream: codec::STDERR,
+            out: err_w,
+            skip: 0,
+        });
+        Some(err_r)
+    };
+    let session = Session::start(
+        upgraded,
+        Spec {
+            routes,
+            status: Some((codec::STATUS, 0)),
+        },
+        config,
+        what,
+    )?;
+    Ok((session, out_r, err_r))
 }
 
 #[cfg(test)]

@@ -38,14 +38,24 @@ pub fn decode_status(code: u16, body: &[u8]) -> ApiError {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
+    let head = prefix_at_char_boundary(s, max);
+    if head.len() == s.len() {
         return s.to_string();
+    }
+    format!("{head}… (truncated)")
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary. Shared with
+/// `kube::ws::codec`, which truncates exec status text the same way.
+pub fn prefix_at_char_boundary(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
     }
     let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… (truncated)", &s[..end])
+    &s[..end]
 }
 
 /// Reads a `Status` object (HTTP error body, watch `ERROR` event object, exec channel 3). Returns
@@ -57,8 +67,15 @@ pub fn api_error_from_value(v: &Value) -> Option<ApiError> {
     if !is_status {
         return None;
     }
+    Some(status_fields(v))
+}
+
+/// Reads the fields of a `metav1.Status` object (code, reason, message, details, causes) without
+/// checking that `v` is one; absent fields are empty (code 0). This is the one Status field decoder:
+/// [`api_error_from_value`] and the exec status channel (`kube::ws::codec`) both use it.
+pub fn status_fields(v: &Value) -> ApiError {
     let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-    let d = o.get("details");
+    let d = v.get("details");
     let causes = d
         .and_then(|d| d.get("causes"))
         .and_then(Value::as_array)
@@ -72,14 +89,14 @@ pub fn api_error_from_value(v: &Value) -> Option<ApiError> {
                 .collect()
         })
         .unwrap_or_default();
-    Some(ApiError {
-        code: o
+    ApiError {
+        code: v
             .get("code")
             .and_then(Value::as_u64)
             .and_then(|c| u16::try_from(c).ok())
             .unwrap_or(0),
-        reason: s(o.get("reason")),
-        message: s(o.get("message")),
+        reason: s(v.get("reason")),
+        message: s(v.get("message")),
         kind: s(d.and_then(|d| d.get("kind"))),
         name: s(d.and_then(|d| d.get("name"))),
         group: s(d.and_then(|d| d.get("group"))),
@@ -87,7 +104,7 @@ pub fn api_error_from_value(v: &Value) -> Option<ApiError> {
         retry_after_seconds: d
             .and_then(|d| d.get("retryAfterSeconds"))
             .and_then(Value::as_u64),
-    })
+    }
 }
 
 /// The operation a request performed, for messages.

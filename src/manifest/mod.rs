@@ -6,7 +6,8 @@
 //! editor files). Outputs are `serde_json::Value` objects ready to POST, built in a deterministic
 //! order (sorted maps, sorted lists) so that golden files compare byte for byte.
 //!
-//! May import: error, secret (and std, serde, serde_json, base64). Reading local files is limited to
+//! May import: error, secret, config (its pure rules: names, quantities, shared value types) (and
+//! std, serde, serde_json, base64). Reading local files is limited to
 //! [`editor::load`] and [`secret_files::load`].
 
 pub mod editor;
@@ -79,7 +80,7 @@ pub mod annotations {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionSpec {
-    /// Session name: DNS-1123 label, starts with a letter, at most 40 characters.
+    /// Session name: DNS-1123 label (a leading digit is allowed), at most 40 characters.
     pub name: String,
     pub namespace: String,
     pub image: String,
@@ -138,9 +139,10 @@ pub struct ResourceSpec {
 
 impl Default for ResourceSpec {
     fn default() -> Self {
+        // The defaults are config's (`config::settings::DEFAULT_*`), the one place they are set.
         ResourceSpec {
-            cpu: "1".into(),
-            memory: "2Gi".into(),
+            cpu: crate::config::settings::DEFAULT_CPU.into(),
+            memory: crate::config::settings::DEFAULT_MEMORY.into(),
             cpu_request: None,
             memory_request: None,
             extra: BTreeMap::new(),
@@ -162,8 +164,8 @@ pub struct StorageSpec {
 impl Default for StorageSpec {
     fn default() -> Self {
         StorageSpec {
-            workspace: "10Gi".into(),
-            claude_home: "1Gi".into(),
+            workspace: crate::config::settings::DEFAULT_WORKSPACE.into(),
+            claude_home: crate::config::settings::DEFAULT_CLAUDE_HOME.into(),
             storage_class: None,
         }
     }
@@ -187,37 +189,10 @@ fn default_ssh_key() -> String {
     "ssh-privatekey".into()
 }
 
-/// How ssh treats unknown host keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KnownHosts {
-    /// Trust a host on first use (`StrictHostKeyChecking=accept-new`), recording it on the
-    /// claude-home PVC ([`KNOWN_HOSTS_FILE`]) so the trust survives restarts.
-    #[default]
-    AcceptNew,
-    /// Only hosts listed under the key `known_hosts` of the same Secret (`StrictHostKeyChecking=yes`).
-    Strict,
-    /// No checking at all (`StrictHostKeyChecking=no`); for throwaway test clusters only.
-    Off,
-}
-
-/// A pod toleration.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Toleration {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// `Equal` (default) or `Exists`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operator: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; None matches all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub effect: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub toleration_seconds: Option<i64>,
-}
+/// How ssh treats unknown host keys (`AcceptNew` records first-seen hosts on the claude-home PVC in
+/// [`KNOWN_HOSTS_FILE`]; `Strict` trusts only the `known_hosts` key of the SSH Secret; `Off` checks
+/// nothing), and a pod toleration. Both are defined once, in `config::layer`, and re-exported here.
+pub use crate::config::layer::{KnownHosts, Toleration};
 
 /// The session metadata carried as annotations (so a teammate's `list` can show it).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -570,7 +545,10 @@ mod tests {
             ),
             (|s| s.resources.cpu = "0".into(), "at least 1m"),
             (|s| s.resources.cpu = "two".into(), "cpu"),
-            (|s| s.resources.memory = "2GB".into(), "unknown unit"),
+            (
+                |s| s.resources.memory = "2GB".into(),
+                "unknown suffix \"GB\"",
+            ),
             (|s| s.resources.memory = "0".into(), "larger than zero"),
             (
                 |s| s.resources.cpu_request = Some("2".into()),

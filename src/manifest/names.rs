@@ -2,13 +2,19 @@
 //! before anything reaches the API server (DNS-1123 labels and subdomains, qualified names, label
 //! values, Secret/ConfigMap keys).
 //!
-//! May import: std only.
+//! The session-name rule, the derived object names and the DNS-1123 label check are implemented
+//! once, in `config::names`; the functions here delegate to it.
+//!
+//! May import: std, config::names.
 
 use std::collections::BTreeMap;
 
+use crate::config::names as rules;
+
 /// Longest session name. The longest derived name, `kodama-editor-config-<name>`, is then 61 ≤ 63
-/// characters, so every object name and label value stays a valid DNS-1123 label.
-pub const MAX_SESSION_NAME: usize = 40;
+/// characters, so every object name and label value stays a valid DNS-1123 label. Re-exported from
+/// `config::names`, where the rule lives.
+pub use crate::config::names::MAX_SESSION_NAME;
 
 /// `app.kubernetes.io/managed-by`, always `kodama`.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -21,29 +27,29 @@ pub const LABEL_SESSION: &str = "kodama.dev/session";
 /// Label selector for every object kodama manages.
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=kodama";
 
-/// The pod: `kodama-<name>`.
+/// The pod: `kodama-<name>`; the format lives in `config::names::pod_name`.
 pub fn pod(session: &str) -> String {
-    format!("kodama-{session}")
+    rules::pod_name(session)
 }
-/// The workspace PVC: `kodama-workspace-<name>`.
+/// The workspace PVC: `kodama-workspace-<name>`; the format lives in `config::names::workspace_pvc_name`.
 pub fn workspace_pvc(session: &str) -> String {
-    format!("kodama-workspace-{session}")
+    rules::workspace_pvc_name(session)
 }
-/// The claude-home PVC: `kodama-claude-home-<name>`.
+/// The claude-home PVC: `kodama-claude-home-<name>`; the format lives in `config::names::claude_home_pvc_name`.
 pub fn claude_home_pvc(session: &str) -> String {
-    format!("kodama-claude-home-{session}")
+    rules::claude_home_pvc_name(session)
 }
-/// The editor ConfigMap: `kodama-editor-config-<name>`.
+/// The editor ConfigMap: `kodama-editor-config-<name>`; the format lives in `config::names::editor_config_map_name`.
 pub fn editor_config_map(session: &str) -> String {
-    format!("kodama-editor-config-{session}")
+    rules::editor_config_map_name(session)
 }
-/// The env Secret: `kodama-env-<name>`.
+/// The env Secret: `kodama-env-<name>`; the format lives in `config::names::env_secret_name`.
 pub fn env_secret(session: &str) -> String {
-    format!("kodama-env-{session}")
+    rules::env_secret_name(session)
 }
-/// The secret-files Secret: `kodama-files-<name>`.
+/// The secret-files Secret: `kodama-files-<name>`; the format lives in `config::names::files_secret_name`.
 pub fn files_secret(session: &str) -> String {
-    format!("kodama-files-{session}")
+    rules::files_secret_name(session)
 }
 
 /// Every object a session may own, as (REST resource plural, name), in deletion order: the pod
@@ -75,45 +81,21 @@ pub fn labels(session: &str, component: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// Faults of a session name (empty when valid): a DNS-1123 label that starts with a letter, at most
-/// [`MAX_SESSION_NAME`] characters.
+/// Faults of a session name (empty when valid): a DNS-1123 label (a leading digit is allowed) of at
+/// most [`MAX_SESSION_NAME`] characters. Delegates to `config::names::validate_session_name`, so
+/// the CLI, the session store and the manifests agree; the one fault is its whole message, which
+/// lists every rule the name breaks.
 pub fn session_name_faults(name: &str) -> Vec<String> {
-    let mut f = Vec::new();
-    if name.is_empty() {
-        f.push("session name is empty".to_string());
-        return f;
-    }
-    if name.len() > MAX_SESSION_NAME {
-        f.push(format!(
-            "session name {name:?} is {} characters long; the limit is {MAX_SESSION_NAME} (object names derived from it must fit in 63)",
-            name.len()
-        ));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        f.push(format!(
-            "session name {name:?} may contain only lowercase letters, digits and '-'"
-        ));
-    } else if !name.as_bytes()[0].is_ascii_lowercase() {
-        f.push(format!(
-            "session name {name:?} must start with a lowercase letter"
-        ));
-    } else if name.ends_with('-') {
-        f.push(format!("session name {name:?} must not end with '-'"));
-    }
-    f
+    rules::validate_session_name(name)
+        .err()
+        .into_iter()
+        .collect()
 }
 
 /// True for a DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+/// Delegates to `config::names::is_dns1123_label`.
 pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    rules::is_dns1123_label(s)
 }
 
 /// True for a DNS-1123 subdomain: dot-separated labels, at most 253 characters.
@@ -180,14 +162,23 @@ mod tests {
 
     #[test]
     fn session_name_table() {
+        // A leading digit is fine: the issue asks for a DNS-1123 label, and so do the CLI and store.
+        for ok in ["a", "my-work", "fix-123", "a1", "1abc", "2024-fix"] {
+            assert!(session_name_faults(ok).is_empty(), "{ok}");
+            assert_eq!(
+                crate::config::validate_session_name(ok),
+                Ok(()),
+                "config and manifest agree on {ok}"
+            );
+        }
         for ok in ["a", "my-work", "fix-123", "a1"] {
             assert!(session_name_faults(ok).is_empty(), "{ok}");
         }
         for (bad, needle) in [
             ("", "empty"),
             ("My-Work", "lowercase"),
-            ("1abc", "start with a lowercase letter"),
             ("-a", "start with"),
+            ("-1", "start with"),
             ("a-", "end with"),
             ("a_b", "lowercase"),
             ("a.b", "lowercase"),
@@ -200,7 +191,15 @@ mod tests {
             );
         }
         let long = "a".repeat(41);
-        assert!(session_name_faults(&long)[0].contains("limit is 40"));
+        assert!(session_name_faults(&long)[0].contains("at most 40 characters (it has 41)"));
+        // Both modules reject the same names with the same message.
+        for bad in ["", "My-Work", "-a", "a-", "a_b", long.as_str()] {
+            assert_eq!(
+                session_name_faults(bad),
+                vec![crate::config::validate_session_name(bad).unwrap_err()],
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,145 +1,48 @@
-//! Kubernetes resource quantities (`500m`, `2`, `1.5Gi`, `1e3`): strict parsing into exact integers
-//! (millicores for CPU, bytes for memory and storage) and canonical formatting, plus the request
-//! policy that turns limits into sensible requests.
+//! Kubernetes resource quantities (`500m`, `2`, `1.5Gi`, `1e3`) as exact integers (millicores for
+//! CPU, bytes for memory and storage), canonical formatting, and the request policy that turns
+//! limits into sensible requests.
 //!
-//! The grammar follows apimachinery's `resource.Quantity`: an unsigned decimal number followed by a
-//! binary suffix (`Ki` … `Ei`), a decimal suffix (`n u m "" k M G T P E`) or an exponent (`e3`, `E-2`).
-//! Negative quantities are rejected: no kodama setting can be negative.
+//! Parsing is not done here: the one parser is `config::quantity::Quantity` (apimachinery's grammar:
+//! an unsigned decimal number followed by a binary suffix `Ki` … `Ei`, a decimal suffix
+//! `n u m "" k M G T P E` or an exponent `e3`, `E-2`; negative quantities are rejected). The
+//! functions here convert its value to the integers the builders need.
 //!
-//! May import: std only.
+//! May import: std, config::quantity.
 
-/// A parsed quantity as an exact rational `num / den` (den is a power of ten or one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Exact {
-    num: u128,
-    den: u128,
-}
+use crate::config::quantity::Quantity;
 
-const MAX_DIGITS: usize = 30;
-
-/// Parse a quantity into an exact value. The error says what is wrong with it (no value echo needed:
-/// quantities are not secret, but callers add the field name).
-fn parse_exact(s: &str) -> Result<Exact, String> {
-    if s.is_empty() {
-        return Err("empty quantity".into());
-    }
+/// Parse with the crate's one quantity parser ([`Quantity::parse`] in `config::quantity`, which
+/// follows apimachinery: exact value, rounded up when scaled). Builders take values that were
+/// already trimmed by `config`, so surrounding whitespace here is a caller's bug and is refused.
+fn parse(s: &str) -> Result<Quantity, String> {
     if s.trim() != s {
         return Err("quantity has surrounding whitespace".into());
     }
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    if bytes[0] == b'+' {
-        i = 1;
-    } else if bytes[0] == b'-' {
-        return Err("quantity must not be negative".into());
-    }
-    let start = i;
-    while i < bytes.len() && bytes[i].is_ascii_digit() {
-        i += 1;
-    }
-    let int_part = &s[start..i];
-    let mut frac_part = "";
-    if i < bytes.len() && bytes[i] == b'.' {
-        let fs = i + 1;
-        i += 1;
-        while i < bytes.len() && bytes[i].is_ascii_digit() {
-            i += 1;
-        }
-        frac_part = &s[fs..i];
-    }
-    if int_part.is_empty() && frac_part.is_empty() {
-        return Err("quantity must start with a number".into());
-    }
-    if int_part.len() + frac_part.len() > MAX_DIGITS {
-        return Err("quantity has too many digits".into());
-    }
-    let digits = format!("{int_part}{frac_part}");
-    let mut num: u128 = digits
-        .parse()
-        .map_err(|_| "quantity is not a number".to_string())?;
-    let mut den: u128 = 10u128.pow(frac_part.len() as u32);
-    let suffix = &s[i..];
-    // (multiplier numerator, multiplier denominator)
-    let (mn, md): (u128, u128) = match suffix {
-        "" => (1, 1),
-        "n" => (1, 1_000_000_000),
-        "u" => (1, 1_000_000),
-        "m" => (1, 1_000),
-        "k" => (1_000, 1),
-        "M" => (1_000_000, 1),
-        "G" => (1_000_000_000, 1),
-        "T" => (1_000_000_000_000, 1),
-        "P" => (1_000_000_000_000_000, 1),
-        "E" => (1_000_000_000_000_000_000, 1),
-        "Ki" => (1 << 10, 1),
-        "Mi" => (1 << 20, 1),
-        "Gi" => (1 << 30, 1),
-        "Ti" => (1 << 40, 1),
-        "Pi" => (1 << 50, 1),
-        "Ei" => (1 << 60, 1),
-        _ if suffix.starts_with(['e', 'E']) => {
-            let exp = &suffix[1..];
-            let (neg, digits) = match exp.as_bytes().first() {
-                Some(b'-') => (true, &exp[1..]),
-                Some(b'+') => (false, &exp[1..]),
-                _ => (false, exp),
-            };
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || digits.len() > 2
-            {
-                return Err(format!(
-                    "unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, …)"
-                ));
-            }
-            let e: u32 = digits.parse().map_err(|_| "bad exponent".to_string())?;
-            if e > 18 {
-                return Err("quantity exponent is too large".into());
-            }
-            if neg {
-                (1, 10u128.pow(e))
-            } else {
-                (10u128.pow(e), 1)
-            }
-        }
-        _ => {
-            return Err(format!(
-                "unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, …)"
-            ))
-        }
-    };
-    num = num
-        .checked_mul(mn)
-        .ok_or_else(|| "quantity is too large".to_string())?;
-    den = den
-        .checked_mul(md)
-        .ok_or_else(|| "quantity is too precise".to_string())?;
-    Ok(Exact { num, den })
+    Quantity::parse(s)
 }
 
-fn div_ceil(a: u128, b: u128) -> u128 {
-    a / b + u128::from(!a.is_multiple_of(b))
+fn to_u64(v: u128) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| "quantity is too large".to_string())
 }
 
 /// A CPU quantity in millicores, rounded up to 1m as the API server does. `"0.5"` → 500, `"2"` → 2000.
 pub fn parse_cpu_millis(s: &str) -> Result<u64, String> {
-    let e = parse_exact(s)?;
-    let m = div_ceil(e.num * 1000, e.den);
-    u64::try_from(m).map_err(|_| "quantity is too large".to_string())
+    to_u64(parse(s)?.millis())
 }
 
 /// A byte quantity (memory, storage), rounded up to whole bytes. `"1.5Gi"` → 1610612736.
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let e = parse_exact(s)?;
-    let b = div_ceil(e.num, e.den);
-    u64::try_from(b).map_err(|_| "quantity is too large".to_string())
+    to_u64(parse(s)?.value())
 }
 
-/// A whole-number quantity (extended resources such as `nvidia.com/gpu` must be integers).
+/// A whole-number quantity (extended resources such as `nvidia.com/gpu` must be integers; the
+/// test is the API server's: the milli-value is a multiple of 1000).
 pub fn parse_integer(s: &str) -> Result<u64, String> {
-    let e = parse_exact(s)?;
-    if e.num % e.den != 0 {
+    let q = parse(s)?;
+    if !q.is_integer() {
         return Err("must be a whole number".into());
     }
-    u64::try_from(e.num / e.den).map_err(|_| "quantity is too large".to_string())
+    to_u64(q.value())
 }
 
 /// Canonical CPU text: whole cores as `"2"`, otherwise millicores as `"250m"`.

@@ -10,7 +10,7 @@
 //! (client side: start, list, status, follow through `Remote`), `transcript` (rendering stream-json),
 //! `creds` (the "no Claude credentials" warning), `sys` (the few raw syscalls the runner needs).
 //!
-//! May import: error, remote, term (sanitising).
+//! May import: error, remote, term (sanitising), config (defaults, time formats).
 
 pub mod creds;
 pub mod records;
@@ -19,21 +19,27 @@ pub mod transcript;
 
 use serde::{Deserialize, Serialize};
 
-/// The default agent: Claude Code, headless, stream-json on stdout, the prompt on stdin.
-pub const DEFAULT_AGENT_COMMAND: &[&str] = &[
-    "claude",
-    "-p",
-    "--output-format",
-    "stream-json",
-    "--verbose",
-    "--dangerously-skip-permissions",
-];
+/// The default agent: Claude Code, headless, stream-json on stdout, the prompt on stdin. Defined
+/// once in `config::settings` (where the `agent.command` default is resolved) and re-exported here.
+pub use crate::config::settings::DEFAULT_AGENT_COMMAND;
 /// Appended to the agent command for a follow-up prompt (`prompt --continue`).
 pub const DEFAULT_CONTINUE_ARGS: &[&str] = &["--continue"];
+/// [`DEFAULT_CONTINUE_ARGS`] as owned strings (the client's `StartRequest` and the in-pod runner's
+/// options both start from it).
+pub fn default_continue_args() -> Vec<String> {
+    DEFAULT_CONTINUE_ARGS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 /// Default idle timeout: a run that prints nothing on stdout for this long is stopped (0 = off).
-pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 30 * 60;
+/// In seconds; the value is `config::settings::DEFAULT_AGENT_IDLE_TIMEOUT`.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 =
+    crate::config::settings::DEFAULT_AGENT_IDLE_TIMEOUT.as_secs();
 /// Default grace after the final `result` event before a still-running agent is stopped.
-pub const DEFAULT_RESULT_GRACE_SECS: u64 = 60;
+/// In seconds; the value is `config::settings::DEFAULT_AGENT_RESULT_GRACE`.
+pub const DEFAULT_RESULT_GRACE_SECS: u64 =
+    crate::config::settings::DEFAULT_AGENT_RESULT_GRACE.as_secs();
 /// Default time between SIGTERM and SIGKILL when the watchdog (or `stop`) ends a run.
 pub const DEFAULT_KILL_GRACE_SECS: u64 = 10;
 /// The runs directory below the claude home.
@@ -155,33 +161,12 @@ pub struct RunMeta {
 }
 
 /// Civil UTC date and time from seconds since the Unix epoch: (year, month, day, hour, min, sec).
-pub fn utc_parts(secs: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's days-from-civil inverse.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (rem / 3600) as u32,
-        (rem % 3600 / 60) as u32,
-        (rem % 60) as u32,
-    )
-}
+/// Re-exported from `config::time`, where the calendar conversion lives.
+pub use crate::config::time::utc_parts;
 
-/// RFC 3339 UTC timestamp, second precision.
+/// RFC 3339 UTC timestamp, second precision (`config::time::format_rfc3339_secs`).
 pub fn rfc3339(secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = utc_parts(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    crate::config::time::format_rfc3339_secs(secs)
 }
 
 /// Seconds since the epoch now.

@@ -6,7 +6,7 @@
 //! robust: it settles stale "running" records and only ever sends whole lines), or plain POSIX `sh`,
 //! `cat`, `tail` (for pods where our binary cannot run). Both use the same file layout.
 //!
-//! May import: error, remote, run (its own module).
+//! May import: error, remote, config (defaults), run (its own module).
 
 use super::{RunMeta, RunStatus};
 use crate::error::{Error, Result};
@@ -49,14 +49,8 @@ impl StartRequest {
         StartRequest {
             home: home.into(),
             workspace: super::WORKSPACE.into(),
-            command: super::DEFAULT_AGENT_COMMAND
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            continue_args: super::DEFAULT_CONTINUE_ARGS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            command: crate::config::settings::default_agent_command(),
+            continue_args: super::default_continue_args(),
             continue_: false,
             force: false,
             idle_timeout_secs: super::DEFAULT_IDLE_TIMEOUT_SECS,

@@ -20,7 +20,7 @@
 //! run-agent stop   [--home DIR] [--run ID] [--reason TEXT]
 //! ```
 //!
-//! May import: error, run (its own module).
+//! May import: error, config (defaults), term (the raw syscalls in `term::sys`), run (its own module).
 
 use super::{RunMeta, RunResult, RunStatus};
 use crate::error::{Error, IoResultExt, Result};
@@ -111,14 +111,8 @@ impl Default for StartOpts {
             result_grace_secs: super::DEFAULT_RESULT_GRACE_SECS,
             kill_grace_secs: super::DEFAULT_KILL_GRACE_SECS,
             id: None,
-            command: super::DEFAULT_AGENT_COMMAND
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            continue_args: super::DEFAULT_CONTINUE_ARGS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            command: crate::config::settings::default_agent_command(),
+            continue_args: super::default_continue_args(),
         }
     }
 }

@@ -6,9 +6,6 @@
 //! duration, turns, error flag, text). Unknown event types are shown compactly; lines that are not
 //! JSON are shown as they are. Everything that came from the pod passes through [`sanitize`].
 //!
-//! NOTE for the lead: `term` is empty on this branch, so the sanitiser lives here; if `term` grows
-//! one, this can call it instead.
-//!
 //! May import: error, term.
 
 use serde_json::Value;
@@ -36,51 +33,11 @@ impl Default for RenderOpts {
 }
 
 /// Remove terminal control sequences and control characters from remote text: CSI, OSC, DCS/SOS/
-/// PM/APC strings, other ESC sequences, C1 controls, and every C0 control except `\n` and `\t`.
+/// PM/APC strings, other ESC sequences, C1 controls, bidirectional overrides, and every C0 control
+/// except `\n` and `\t`. The implementation is [`crate::term::sanitize_for_tty`]; this name stays
+/// for callers in `run`.
 pub fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut it = s.chars().peekable();
-    while let Some(c) = it.next() {
-        match c {
-            '\u{1b}' => match it.next() {
-                Some('[') => {
-                    // CSI: parameters and intermediates, then one final byte 0x40..=0x7e.
-                    for d in it.by_ref() {
-                        if ('\u{40}'..='\u{7e}').contains(&d) {
-                            break;
-                        }
-                    }
-                }
-                Some(']') | Some('P') | Some('X') | Some('^') | Some('_') => {
-                    // String sequences end with BEL or ST (ESC \).
-                    while let Some(d) = it.next() {
-                        if d == '\u{7}' {
-                            break;
-                        }
-                        if d == '\u{1b}' {
-                            if it.peek() == Some(&'\\') {
-                                it.next();
-                            }
-                            break;
-                        }
-                    }
-                }
-                Some(d) if ('\u{20}'..='\u{2f}').contains(&d) => {
-                    // nF escape: intermediates then a final byte.
-                    for e in it.by_ref() {
-                        if ('\u{30}'..='\u{7e}').contains(&e) {
-                            break;
-                        }
-                    }
-                }
-                _ => {}
-            },
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
+    crate::term::sanitize_for_tty(s)
 }
 
 /// Sanitise raw bytes (lossy UTF-8).

@@ -86,7 +86,7 @@ pub struct Stats {
     pub skipped: Vec<String>,
     /// The tree that was sent: seed [`SyncEngine::with_known`] with it.
     pub sent: Snapshot,
-    /// "agent", or "fallback: <why>" when the pod's tar did the extraction.
+    /// "agent", or `"fallback: <why>"` when the pod's tar did the extraction.
     pub transport: String,
 }
 
@@ -282,7 +282,7 @@ pub struct SyncStatus {
     /// Changes the pod refused (each reported in `reason` when it happens).
     pub failed: u64,
     pub reconnects: u64,
-    /// "agent" or "fallback: <why>".
+    /// "agent" or `"fallback: <why>"`.
     pub transport: String,
 }
 
@@ -1088,17 +1088,7 @@ fn apply_to_known(known: &mut Snapshot, c: &Change, o: &Outcome) {
             }
         }
         Change::Symlink { path, target } => {
-            known.insert(
-                path.clone(),
-                Entry {
-                    kind: Kind::Symlink,
-                    size: 0,
-                    mtime: 0,
-                    mtime_nsec: 0,
-                    exec: false,
-                    target: Some(target.clone()),
-                },
-            );
+            known.insert(path.clone(), Entry::symlink(target.clone()));
         }
         Change::Delete { path, .. } => {
             known.remove(path);
@@ -1246,17 +1236,7 @@ fn fallback_apply(
                 tar_snap.insert(path.clone(), entry.clone());
             }
             Change::Symlink { path, target } => {
-                tar_snap.insert(
-                    path.clone(),
-                    Entry {
-                        kind: Kind::Symlink,
-                        size: 0,
-                        mtime: 0,
-                        mtime_nsec: 0,
-                        exec: false,
-                        target: Some(target.clone()),
-                    },
-                );
+                tar_snap.insert(path.clone(), Entry::symlink(target.clone()));
             }
         }
     }

@@ -77,6 +77,18 @@ impl Entry {
         }
     }
 
+    /// A symlink entry pointing at `target` (no size, no mtime: only the target is compared).
+    pub fn symlink(target: String) -> Entry {
+        Entry {
+            kind: Kind::Symlink,
+            size: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            exec: false,
+            target: Some(target),
+        }
+    }
+
     /// True when syncing would not change anything: same kind, and for files the same size, mtime
     /// and exec bit, for symlinks the same target. Directories are equal by kind alone. Mtimes compare
     /// to the nanosecond when both sides have nanoseconds, else to the second (tar keeps no more).

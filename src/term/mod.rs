@@ -474,8 +474,9 @@ impl Drop for SignalPipe {
 }
 
 /// Strip control characters and terminal escape sequences from remote text before we print it in
-/// our own messages: ESC sequences (CSI, OSC, DCS and two-byte forms), C0 controls except newline
-/// and tab, DEL, C1 controls, and bidirectional overrides. Printable Unicode is kept.
+/// our own messages: ESC sequences (CSI, OSC, DCS, nF and two-byte forms), C0 controls except newline
+/// and tab, DEL, C1 controls, and bidirectional overrides. Printable Unicode is kept. This is the
+/// one sanitiser: `run::transcript::sanitize` delegates here.
 pub fn sanitize_for_tty(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
@@ -500,6 +501,14 @@ pub fn sanitize_for_tty(s: &str) -> String {
                             if chars.peek() == Some(&'\\') {
                                 chars.next();
                             }
+                            break;
+                        }
+                    }
+                }
+                // nF escapes (ESC ( B, ESC # 8, ...): intermediates 0x20..=0x2F, then a final byte.
+                Some(c) if ('\u{20}'..='\u{2f}').contains(&c) => {
+                    for c in chars.by_ref() {
+                        if ('\u{30}'..='\u{7e}').contains(&c) {
                             break;
                         }
                     }
@@ -535,6 +544,7 @@ mod tests {
             ("del\u{7f}", "del"),
             ("ユニコード ok", "ユニコード ok"),
             ("lone esc\u{1b}", "lone esc"),
+            ("charset \u{1b}(Bx \u{1b}#8y", "charset x y"),
             (
                 "bidi \u{202e}txt.exe\u{202c} \u{2066}x\u{2069}",
                 "bidi txt.exe x",

@@ -11,9 +11,10 @@
 //! [`crate::kube::exec::StdinEof`]): commands that need EOF are refused with a clear error instead of
 //! hanging forever or truncating output by closing the socket early.
 //!
-//! May import: error, term (sanitising remote text), serde_json.
+//! May import: error, term (sanitising remote text), kube::status (Status decoding), serde_json.
 
-use crate::error::{ApiCause, ApiError, Error, Result};
+use crate::error::{ApiError, Error, Result};
+use crate::kube::status::{prefix_at_char_boundary, status_fields};
 use crate::term::sanitize_for_tty;
 
 /// Stream id of stdin (client → server).
@@ -206,56 +207,28 @@ pub fn parse_status(body: &[u8], http_code: u16) -> Option<ApiError> {
     Some(status_to_api_error(&v, http_code))
 }
 
+/// The Status fields as [`crate::kube::status::status_fields`] decodes them (the one decoder), with
+/// every text sanitised for the terminal and `http_code` standing in for a missing or zero code.
 fn status_to_api_error(v: &serde_json::Value, http_code: u16) -> ApiError {
-    let s = |p: &str| {
-        v.pointer(p)
-            .and_then(|x| x.as_str())
-            .map(sanitize_for_tty)
-            .unwrap_or_default()
-    };
-    let code = v
-        .get("code")
-        .and_then(|c| c.as_u64())
-        .and_then(|c| u16::try_from(c).ok())
-        .filter(|c| *c != 0)
-        .unwrap_or(http_code);
-    let causes = v
-        .pointer("/details/causes")
-        .and_then(|c| c.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|c| ApiCause {
-                    field: c
-                        .get("field")
-                        .and_then(|x| x.as_str())
-                        .map(sanitize_for_tty)
-                        .unwrap_or_default(),
-                    reason: c
-                        .get("reason")
-                        .and_then(|x| x.as_str())
-                        .map(sanitize_for_tty)
-                        .unwrap_or_default(),
-                    message: c
-                        .get("message")
-                        .and_then(|x| x.as_str())
-                        .map(sanitize_for_tty)
-                        .unwrap_or_default(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ApiError {
-        code,
-        reason: s("/reason"),
-        message: s("/message"),
-        kind: s("/details/kind"),
-        name: s("/details/name"),
-        group: s("/details/group"),
-        causes,
-        retry_after_seconds: v
-            .pointer("/details/retryAfterSeconds")
-            .and_then(|x| x.as_u64()),
+    let mut a = status_fields(v);
+    for t in [
+        &mut a.reason,
+        &mut a.message,
+        &mut a.kind,
+        &mut a.name,
+        &mut a.group,
+    ] {
+        *t = sanitize_for_tty(t);
     }
+    for c in &mut a.causes {
+        for t in [&mut c.field, &mut c.reason, &mut c.message] {
+            *t = sanitize_for_tty(t);
+        }
+    }
+    if a.code == 0 {
+        a.code = http_code;
+    }
+    a
 }
 
 /// Add a next step to stream errors whose text says the container is not running or not there.
@@ -276,14 +249,11 @@ pub fn annotate_stream_error(e: Error) -> Error {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
+    let head = prefix_at_char_boundary(s, max);
+    if head.len() == s.len() {
         return s.to_string();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    format!("{head}…")
 }
 
 #[cfg(test)]
