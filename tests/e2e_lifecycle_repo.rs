@@ -217,6 +217,14 @@ fn prompt_starts_an_agent_run_after_clone_and_sync() {
             .any(|x| x.starts_with("ag ") && x.contains("succeeded")),
         "{l}"
     );
+    // The run record lives on the claude-home volume (it survives restarts), where `logs` reads it.
+    let runs = k
+        .pvc_dir("default", "kodama-claude-home-ag")
+        .join("kodama/runs");
+    assert!(runs.is_dir(), "no run records under {}", runs.display());
+    let logs = k.run(&["logs", "ag"]);
+    logs.ok();
+    assert!(logs.stdout.contains("[result]"), "{logs}");
 }
 
 #[test]

@@ -55,6 +55,19 @@ pub fn start_run(
     force: bool,
 ) -> Result<String> {
     let access = access(remote)?;
+    start_run_with(remote, &access, agent, prompt, continue_, force)
+}
+
+/// [`start_run`] when the caller already knows how to reach the runner (e.g. `start`, which has just
+/// installed kodama's binary in the pod). Run records live on the claude-home volume.
+pub fn start_run_with(
+    remote: &dyn Remote,
+    access: &Access,
+    agent: &AgentSettings,
+    prompt: &[u8],
+    continue_: bool,
+    force: bool,
+) -> Result<String> {
     let mut req = StartRequest::new(CLAUDE_HOME_DIR);
     req.workspace = WORKSPACE_DIR.into();
     if !agent.command.is_empty() {
@@ -64,7 +77,7 @@ pub fn start_run(
     req.force = force;
     req.idle_timeout_secs = agent.idle_timeout.as_secs();
     req.result_grace_secs = agent.result_grace_timeout.as_secs();
-    records::start_run(remote, &access, &req, prompt)
+    records::start_run(remote, access, &req, prompt)
 }
 
 /// list's AGENT column for a session pod: the current run's status, else the last run's

@@ -40,7 +40,7 @@ use crate::manifest::{
     self, annotations, names, OutputFormat, SessionInputs, SessionMeta, SessionSpec, SshSpec,
     StorageSpec, MAIN_CONTAINER,
 };
-use crate::run::records::{self, Access, StartRequest};
+use crate::run::records::Access;
 use crate::secret::Secret;
 use crate::sync::ignore::{IgnoreOptions, IgnoreRules};
 
@@ -656,14 +656,11 @@ fn create_steps(
             AgentMode::Agent { path } => Access::Binary(path.clone()),
             AgentMode::Fallback { .. } => Access::Shell,
         };
-        let mut req = StartRequest::new(manifest::HOME_DIR);
-        req.command = plan.settings.agent.command.clone();
-        req.idle_timeout_secs = plan.settings.agent.idle_timeout.as_secs();
-        req.result_grace_secs = plan.settings.agent.result_grace_timeout.as_secs();
         let r = remote.clone();
         let p = prompt.clone();
+        let agent = plan.settings.agent.clone();
         let id = intr
-            .run(move || records::start_run(&r, &access, &req, &p))
+            .run(move || super::agentcmds::start_run_with(&r, &access, &agent, &p, false, false))
             .map_err(|e| match e {
                 Error::Interrupted => e,
                 e => e.context("starting the agent run"),

@@ -13,7 +13,7 @@ use super::syncd;
 use crate::cli::{DataFormat, StatusArgs};
 use crate::error::{Error, Result};
 use crate::kube::resource::PERSISTENT_VOLUME_CLAIMS;
-use crate::manifest::{names, HOME_DIR, WORKSPACE_DIR};
+use crate::manifest::{names, CLAUDE_HOME_DIR, WORKSPACE_DIR};
 use crate::remote::Remote;
 use crate::run::records::{self, Access};
 
@@ -46,7 +46,7 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     let mut notes = Vec::new();
     if found.is_running() {
         let remote = resolve::remote_for(ctx, &found)?;
-        match records::run_status(&remote, &Access::Shell, HOME_DIR, None) {
+        match records::run_status(&remote, &Access::Shell, CLAUDE_HOME_DIR, None) {
             Ok(Some(m)) => {
                 run = serde_json::to_value(&m).unwrap_or(Value::Null);
                 // Keep list's AGENT column (read from the local file) current.
