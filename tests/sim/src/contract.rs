@@ -58,6 +58,12 @@ pub struct KubeletError {
     pub message: String,
 }
 
+/// Read timeout the API server sets on a streaming connection's socket before `Kubelet::stream`
+/// (added by the kubelet side). The kubelet multiplexes both directions of a WebSocket on one
+/// thread, so reads must return `WouldBlock`/`TimedOut` when the client is idle; without a timeout
+/// output stalls until the client sends something.
+pub const STREAM_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Implemented by the kubelet; called by the API server.
 pub trait Kubelet: Send + Sync {
     /// A pod was created or changed (spec, or `metadata.deletionTimestamp` set by a DELETE). The

@@ -11,3 +11,9 @@
 pub mod api;
 pub mod contract;
 pub mod kubelet;
+
+pub use api::client::SimClient;
+pub use api::{
+    Faults, JournalEntry, KubeletKind, SimCluster, SimOptions, ADMIN_USER, CERT_GROUP, CERT_USER,
+    RESTRICTED_USER,
+};
