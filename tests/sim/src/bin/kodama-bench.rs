@@ -436,9 +436,16 @@ impl Row {
             (_, Some(r)) => format!("{r:.2}×"),
             (_, None) => "—".to_string(),
         };
+        let num = |t: f64| {
+            if t.fract() == 0.0 {
+                format!("{t:.1}")
+            } else {
+                format!("{t}")
+            }
+        };
         let target = match self.target {
-            Target::RatioAtLeast(t) => format!("≥ {t}×"),
-            Target::RatioAtMost(t) => format!("≤ {t}×"),
+            Target::RatioAtLeast(t) => format!("≥ {}×", num(t)),
+            Target::RatioAtMost(t) => format!("≤ {}×", num(t)),
             Target::AtMost(t, u) => format!("≤ {t} {u}"),
         };
         let result = match self.pass() {
@@ -448,9 +455,9 @@ impl Row {
         };
         format!(
             "| {} | {} | {} | {} | {} | {} |",
-            self.metric,
-            self.kodama.show(),
-            self.baseline.show(),
+            self.metric.replace('|', "\\|"),
+            self.kodama.show().replace('|', "\\|"),
+            self.baseline.show().replace('|', "\\|"),
             ratio,
             target,
             result
@@ -1276,6 +1283,15 @@ mod tests {
             target: Target::AtMost(150.0, "ms"),
         };
         assert_eq!(abs.pass(), Some(false));
+        let piped = Row {
+            metric: "vs tar c | tar x".into(),
+            kodama: Cell::Value(1.0, "s"),
+            baseline: Cell::Value(1.0, "s"),
+            target: Target::RatioAtLeast(1.0),
+        };
+        let line = piped.line();
+        assert!(line.contains("tar c \\| tar x"), "{line}");
+        assert!(line.contains("≥ 1.0×") && line.contains("pass"), "{line}");
     }
 
     #[test]
