@@ -83,9 +83,19 @@ pub fn find(ctx: &Ctx, name: &str) -> Result<Found> {
             &names::workspace_pvc(name),
         )?;
         if pvc.is_none() {
+            let elsewhere = other_namespaces(ctx, name, &namespace);
+            if !elsewhere.is_empty() {
+                return Err(Error::with_hint(
+                    format!(
+                        "session \"{name}\" is not in namespace \"{namespace}\"; it exists in namespace {}",
+                        elsewhere.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+                    ),
+                    format!("pass -n {}", elsewhere[0]),
+                ));
+            }
             return Err(Error::with_hint(
                 format!("session \"{name}\" not found in namespace \"{namespace}\""),
-                "run `kubectl kodama list -A` to see sessions in every namespace, then pass -n NAMESPACE",
+                "run `kubectl kodama list` (or `list -A` for every namespace) to see the sessions, then pass the name and -n NAMESPACE",
             ));
         }
     }
@@ -119,4 +129,36 @@ pub fn remote_for(ctx: &Ctx, found: &Found) -> Result<PodRemote> {
         &names::pod(&found.name),
         Some(MAIN_CONTAINER),
     ))
+}
+
+/// Namespaces other than `except` holding a workspace PVC of session `name` (one cluster-wide list
+/// by label; empty when the user may not list cluster-wide).
+fn other_namespaces(ctx: &Ctx, name: &str, except: &str) -> Vec<String> {
+    let Ok(client) = ctx.client() else {
+        return Vec::new();
+    };
+    let opts = crate::kube::request::ListOptions {
+        label_selector: Some(format!(
+            "app.kubernetes.io/managed-by=kodama,kodama.dev/session={name}"
+        )),
+        ..Default::default()
+    };
+    let Ok(list) = client.list(&PERSISTENT_VOLUME_CLAIMS, None, &opts) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = list
+        .get("items")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.pointer("/metadata/namespace").and_then(Value::as_str))
+                .filter(|n| *n != except)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
 }
