@@ -273,11 +273,19 @@ cmd_demo() {
     git -c user.name=Demo -c user.email=demo@example.com commit -q -am "README: usage"
   )
   git clone -q --bare "$DEMO_TMP/project" "$DEMO_TMP/greeter.git"
-  chmod -R a+rX "$DEMO_TMP/greeter.git"
+  # Simulated pods run on this machine's filesystem as uid 1000: the repository must be theirs,
+  # or git refuses it as "dubious ownership".
+  chown -R 1000:1000 "$DEMO_TMP/greeter.git"
+  # Workaround until the clone marks /workspace as a safe directory itself: the PVC's root is
+  # owned by root (as on real clusters), so git in the pod would refuse it.
+  printf 'GIT_CONFIG_COUNT=1\nGIT_CONFIG_KEY_0=safe.directory\nGIT_CONFIG_VALUE_0=/workspace\n' >"$DEMO_TMP/git-safe.env"
   cat >"$KODAMA_CONFIG_DIR/config.yaml" <<YAML
 # Written by ./build.sh demo: the agent is a local script, so the demo needs no API key.
 agent:
   command: [$DEMO_TMP/agent/demo-agent]
+defaults:
+  env:
+    dotenvFiles: [$DEMO_TMP/git-safe.env]
 YAML
   cd "$DEMO_TMP"
 
@@ -296,6 +304,7 @@ INTRO
   demo_run "${kk[@]}" list
   demo_say "Run a command in the session's pod (without --command, attach opens an interactive shell)."
   demo_run "${kk[@]}" attach demo --command "git log --oneline -3"
+  sleep 2 # give the fake agent a moment (a real one takes minutes; logs -f would follow it)
   demo_say "The agent's output so far (-f follows it live)."
   demo_run "${kk[@]}" logs demo
   demo_say "Everything about one session: pod, agent run, sync, repository."
