@@ -46,7 +46,7 @@ impl Sizes {
     fn full() -> Sizes {
         Sizes {
             exec_bytes: 256 << 20,
-            exec_reps: 3,
+            exec_reps: 5,
             list_pods: 30,
             list_reps: 10,
             edits: 200,
