@@ -94,6 +94,31 @@ fn dry_run_prints_every_manifest_redacted_and_sends_no_request() {
     assert_eq!(v["kind"], "List");
     assert!(v["items"].as_array().expect("items").len() >= 5, "{json}");
     assert!(!json.stdout.contains(token));
+    let gpu = k.run(&[
+        "start",
+        "dr",
+        "--no-sync",
+        "--resource",
+        "nvidia.com/gpu=1",
+        "--cpu",
+        "2",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&gpu.ok().stdout).expect("json");
+    let pod = v["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|o| o["kind"] == "Pod")
+        .expect("pod")
+        .clone();
+    let res = &pod["spec"]["containers"][0]["resources"];
+    assert_eq!(res["limits"]["nvidia.com/gpu"], "1", "{res}");
+    assert_eq!(res["limits"]["cpu"], "2");
+    assert_ne!(res["requests"]["cpu"], "0", "never a zero CPU request");
+    assert!(kodama::manifest::pss::check_restricted(&pod).is_empty());
     assert!(
         k.journal().is_empty(),
         "dry-run talked to the API server: {:?}",
@@ -318,6 +343,28 @@ fn delete_asks_keeps_volumes_and_is_idempotent() {
     // --purge -f removes the volumes too.
     k.run(&["delete", "d1", "-f", "--purge"]).ok();
     assert!(k.session_objects("default", "d1").is_empty());
+    // Only a leftover ConfigMap: delete still cleans it up.
+    k.run(&["start", "d1", "--no-sync"]).ok();
+    k.sim
+        .faults()
+        .delete_pod("default", "kodama-d1", Some(0))
+        .expect("delete pod");
+    for p in ["kodama-workspace-d1", "kodama-claude-home-d1"] {
+        kodama::kube::Client::delete(
+            &k.client(),
+            &kodama::kube::resource::PERSISTENT_VOLUME_CLAIMS,
+            Some("default"),
+            p,
+            &Default::default(),
+        )
+        .expect("delete pvc");
+    }
+    std::fs::remove_file(k.session_file("d1")).expect("rm session file");
+    k.wait_pod_gone("default", "d1", 30);
+    k.run(&["delete", "d1", "-f"])
+        .ok()
+        .stdout_has("configmap/kodama-editor-config-d1");
+    assert!(k.session_objects("default", "d1").is_empty());
     // Now it is unknown: a clear message with a way out.
     k.run(&["delete", "d1", "-f"])
         .fails()
@@ -437,4 +484,85 @@ fn pod_deleted_behind_kodamas_back_is_reported_clearly() {
         .stdout_has("kubectl kodama resume gone");
     k.run(&["resume", "gone"]).ok();
     assert!(k.pod("default", "kodama-gone").is_some());
+}
+
+#[test]
+fn delete_on_a_terminal_asks_and_purge_asks_again() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    // On a terminal the progress line is redrawn in place.
+    let out = k.run_tty(&["start", "tty", "--no-sync"], b"");
+    out.ok().stdout_has("\r\x1b[2Kwaiting for pod kodama-tty");
+    // "n": nothing happens.
+    let out = k.run_tty(&["delete", "tty"], b"n\n");
+    out.ok().stdout_has("[y/N]").stdout_has("not deleted");
+    assert_eq!(k.session_objects("default", "tty").len(), 4);
+    // "y" to the first question, "n" to the purge question: volumes kept.
+    let out = k.run_tty(&["delete", "tty", "--purge"], b"y\nn\n");
+    out.ok()
+        .stdout_has("Also delete the volumes")
+        .stdout_has("kept the volumes");
+    let left: Vec<String> = k
+        .session_objects("default", "tty")
+        .into_iter()
+        .filter(|o| !o.starts_with("pods/"))
+        .collect();
+    assert_eq!(left.len(), 2, "{out}");
+    // Both "y": volumes gone.
+    let out = k.run_tty(&["delete", "tty", "--purge"], b"y\ny\n");
+    out.ok();
+    k.wait_pod_gone("default", "tty", 30);
+    assert!(k.session_objects("default", "tty").is_empty(), "{out}");
+}
+
+#[test]
+fn without_a_terminal_progress_is_plain_lines() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    let out = k.run(&["start", "plain", "--no-sync"]);
+    out.ok().stderr_has("waiting for pod kodama-plain: ");
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('\x1b'),
+        "{out}"
+    );
+}
+
+#[test]
+fn list_shows_local_sessions_when_the_cluster_is_unreachable() {
+    let mut k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["start", "off", "--no-sync"]).ok();
+    let kc = k.home.join("kubeconfig");
+    std::fs::copy(&k.kubeconfig, &kc).expect("copy kubeconfig");
+    k.set_env("KUBECONFIG", kc.to_str().expect("utf8"));
+    k.sim.stop();
+    let out = k.run(&["list", "--request-timeout", "2s"]);
+    out.ok().stderr_has("cannot reach the cluster");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("off ") && l.contains("Unknown")),
+        "{out}"
+    );
+}
+
+#[test]
+fn status_text_yaml_and_unknown_name() {
+    let k = Kodama::new();
+    k.write_test_config("");
+    k.run(&["start", "st", "--no-sync"]).ok();
+    let s = k.run(&["status", "st"]);
+    s.ok();
+    for f in [
+        "Session:    st",
+        "Status:     Running",
+        "Pod:        kodama-st (phase Running, node sim-node)",
+        "Sync:       Inactive",
+        "Agent run:  -",
+    ] {
+        assert!(s.stdout.contains(f), "{f:?} missing\n{s}");
+    }
+    let y = k.run(&["status", "st", "-o", "yaml"]);
+    y.ok().stdout_has("status: Running");
+    k.run(&["status", "nosuch"]).fails().stderr_has("not found");
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kodama::kube::exec::{ExecProcess, ExecRequest, StdinEof};
+use kodama::kube::exec::{ExecProcess, ExecRequest, PodRemote, StdinEof};
 use kodama::kube::ws::codec::Protocol;
 use kodama::kube::ws::session::SessionConfig;
 use kodama::kube::ws::{Dialer, TcpDialer, WsTransport};
@@ -27,20 +27,15 @@ fn dialer(s: &Server) -> TcpDialer {
     TcpDialer::new(s.addr)
 }
 
-/// A `Remote` over our exec, as `session` will build it.
-struct ExecRemote(TcpDialer);
-
-impl Remote for ExecRemote {
-    fn exec(&self, argv: &[String]) -> kodama::Result<Box<dyn RemoteProcess>> {
-        let p = ExecProcess::spawn(&self.0, &ExecRequest::new("dev", "web", argv))?;
-        Ok(Box::new(p))
-    }
+/// The production `Remote` over exec.
+fn pod_remote(d: TcpDialer) -> PodRemote<TcpDialer> {
+    PodRemote::new(d, "dev", "web", None)
 }
 
 #[test]
 fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
     let s = Server::start(true);
-    let r = ExecRemote(dialer(&s));
+    let r = PodRemote::new(dialer(&s), "dev", "web", Some("main"));
     let out = r.run(&["cat".into()], b"hello\nworld\n").expect("run cat");
     assert_eq!(out.code, 0);
     assert_eq!(out.stdout, b"hello\nworld\n");
@@ -51,14 +46,14 @@ fn v5_cat_echoes_stdin_and_exits_zero_with_one_protocol_header() {
     let target = s.state.requests.lock().expect("lock")[0].clone();
     assert_eq!(
         target,
-        "/api/v1/namespaces/dev/pods/web/exec?command=cat&stdin=true&stdout=true&stderr=true&tty=false"
+        "/api/v1/namespaces/dev/pods/web/exec?command=cat&stdin=true&stdout=true&stderr=true&tty=false&container=main"
     );
 }
 
 #[test]
 fn exit_codes_0_1_42_and_stderr() {
     let s = Server::start(true);
-    let r = ExecRemote(dialer(&s));
+    let r = pod_remote(dialer(&s));
     for code in [0, 1, 42] {
         let out = r
             .run(&["exit".into(), code.to_string()], b"")
@@ -607,6 +602,47 @@ mod port_forward {
     }
 
     #[test]
+    fn ctrl_c_stops_port_forward_until_interrupted() {
+        use kodama::kube::portforward::port_forward_until_interrupted;
+        let s = Server::start(true);
+        let pod_port = echo_server();
+        let (report, msgs) = collector();
+        let d: Arc<dyn Dialer> = Arc::new(dialer(&s));
+        let t = std::thread::spawn(move || {
+            port_forward_until_interrupted(
+                d,
+                "dev",
+                "web",
+                &[PortMapping {
+                    local: 0,
+                    remote: pod_port,
+                }],
+                report,
+            )
+        });
+        // The signal handlers are in place once the listening address is reported.
+        assert!(wait_until(Duration::from_secs(20), || !msgs
+            .lock()
+            .expect("lock")
+            .is_empty()));
+        let line = msgs.lock().expect("lock")[0].clone();
+        assert!(line.starts_with("Forwarding from 127.0.0.1:"), "{line}");
+        let addr: std::net::SocketAddr = line
+            .trim_start_matches("Forwarding from ")
+            .split(" -> ")
+            .next()
+            .expect("addr")
+            .parse()
+            .expect("socket addr");
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.write_all(b"hi").expect("write");
+        assert_eq!(read_exact_with_deadline(&mut c, 7), b"echo:hi");
+        signal_hook::low_level::raise(libc::SIGINT).expect("raise SIGINT");
+        t.join().expect("join").expect("stopped cleanly");
+        assert!(TcpStream::connect(addr).is_err(), "listener closed");
+    }
+
+    #[test]
     fn a_taken_local_port_is_a_clear_error() {
         let s = Server::start(true);
         let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -873,4 +909,28 @@ mod real_client {
             (p.wait_code().expect("wait"), got == data)
         }
     }
+}
+
+#[test]
+fn non_interactive_tty_exec_sends_resize_and_stdin_in_order() {
+    let s = Server::start(true);
+    let d = dialer(&s);
+    let mut r = req(&["tty"]);
+    r.tty = true;
+    let mut p = ExecProcess::spawn(&d, &r).expect("spawn");
+    assert!(p.take_stderr().is_none(), "a TTY has no separate stderr");
+    p.resize(77, 22).expect("resize");
+    let mut stdin = p.take_stdin().expect("stdin");
+    stdin.write_all(b"abc q").expect("write");
+    let mut out = Vec::new();
+    p.take_stdout()
+        .expect("stdout")
+        .read_to_end(&mut out)
+        .expect("read");
+    assert_eq!(out, b"abc q");
+    drop(stdin);
+    assert_eq!(p.wait_code().expect("wait"), 42);
+    assert_eq!(*s.state.resizes.lock().expect("lock"), vec![(77, 22)]);
+    assert!(s.state.requests.lock().expect("lock")[0]
+        .ends_with("&stdin=true&stdout=true&stderr=false&tty=true"));
 }

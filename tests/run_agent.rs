@@ -1,47 +1,16 @@
 //! Agent runs end to end without a cluster: `LocalRemote` stands in for the pod, temp dirs for
 //! /workspace and the claude home, and fixtures/agent/fake-claude for Claude Code.
 //!
-//! The in-pod runner is kodama's `run-agent` subcommand. So that this test does not depend on the
-//! CLI's dispatch, the test binary itself acts as the runner when started with
-//! KODAMA_TEST_AS_RUNNER=1 (see `runner_entry`, run from .init_array before libtest's main).
+//! The in-pod runner is kodama's own `run-agent` subcommand, run from the real binary.
 
 use kodama::remote::{LocalRemote, Remote, RemoteProcess};
 use kodama::run::records::{self, Access, FollowOpts, StartRequest};
 use kodama::run::{RunMeta, RunStatus};
-use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-#[used]
-#[link_section = ".init_array"]
-static RUNNER_ENTRY: extern "C" fn() = runner_entry;
-
-extern "C" fn runner_entry() {
-    if std::env::var_os("KODAMA_TEST_AS_RUNNER").is_none() {
-        return;
-    }
-    use std::os::unix::ffi::OsStringExt;
-    let raw = std::fs::read("/proc/self/cmdline").unwrap_or_default();
-    let args: Vec<OsString> = raw
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| OsString::from_vec(a.to_vec()))
-        .collect();
-    if args.get(1).map(|a| a == "run-agent") != Some(true) {
-        return;
-    }
-    let code = match kodama::run::runner::main(args[2..].to_vec()) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("{}", e.render());
-            e.exit_code()
-        }
-    };
-    std::process::exit(code);
-}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -62,7 +31,6 @@ impl Pod {
         std::fs::create_dir_all(&home).expect("home");
         std::fs::create_dir_all(&ws).expect("ws");
         let mut env: Vec<(String, String)> = vec![
-            ("KODAMA_TEST_AS_RUNNER".into(), "1".into()),
             (
                 "FAKE_CLAUDE_PROMPT_OUT".into(),
                 root.join("prompt.out").to_string_lossy().into(),
@@ -92,12 +60,7 @@ impl Pod {
     }
 
     fn bin() -> Access {
-        Access::Binary(
-            std::env::current_exe()
-                .expect("exe")
-                .to_string_lossy()
-                .into(),
-        )
+        Access::Binary(env!("CARGO_BIN_EXE_kubectl-kodama").into())
     }
 
     fn home(&self) -> String {

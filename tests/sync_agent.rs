@@ -344,6 +344,8 @@ fn installer_copies_once_then_reuses_and_falls_back_for_foreign_binaries() {
     let opts = InstallOptions {
         binary: Some(me.clone()),
         allow_dynamic: true,
+        // The "pod" is this machine: keep the second-choice directory private to the test.
+        fallback_dir: home.path().join("tmp-bin").to_string_lossy().into(),
         ..Default::default()
     };
     let mode = ensure_agent(&remote, &opts).unwrap();
@@ -407,10 +409,8 @@ fn a_broken_agent_process_is_reported_with_its_stderr() {
     assert!(matches!(e.root(), kodama::Error::Transport { .. }));
 }
 
-/// The same protocol against the real binary, through the hidden `agent` subcommand. Enable when
-/// main.rs dispatches `kubectl-kodama agent …` to `kodama::agent::server::main`.
+/// The same protocol against the real binary, through the hidden `agent` subcommand.
 #[test]
-#[ignore = "needs main.rs to dispatch the hidden `agent` subcommand (lead's wiring)"]
 fn the_real_binary_serves_the_protocol() {
     let local = TempDir::new("agent-bin-local");
     let pod = TempDir::new("agent-bin-pod");
@@ -438,5 +438,86 @@ fn the_real_binary_serves_the_protocol() {
     assert_eq!(
         std::fs::read_to_string(pod.join("x/y.txt")).unwrap(),
         "through a real process"
+    );
+}
+
+#[test]
+fn bye_ends_the_session_even_when_stdin_stays_open() {
+    use kodama::agent::protocol::{read_hello, read_msg, write_hello, write_msg, Msg};
+    let pod = TempDir::new("agent-pod");
+    let (c_in, s_in) = UnixStream::pair().unwrap();
+    let (c_out, s_out) = UnixStream::pair().unwrap();
+    let root = pod.path().to_path_buf();
+    let h = std::thread::spawn(move || {
+        let mut i = s_in;
+        let mut o = s_out;
+        server::serve(&root, &mut i, &mut o)
+    });
+    let mut w = c_in;
+    let mut r = c_out;
+    write_hello(&mut w).unwrap();
+    read_hello(&mut r).unwrap();
+    write_msg(&mut w, &Msg::Bye).unwrap();
+    std::io::Write::flush(&mut w).unwrap();
+    sync_common::wait_until("agent exits on bye", 5, || h.is_finished());
+    h.join().unwrap().unwrap();
+    assert_eq!(read_msg(&mut r).unwrap(), None, "clean end of stream");
+    drop(w);
+}
+
+#[test]
+fn an_aborted_file_keeps_the_previous_version_and_leaves_no_temp_file() {
+    use kodama::agent::protocol::{read_hello, read_msg, write_chunk, write_hello, write_msg, Msg};
+    let pod = TempDir::new("agent-pod");
+    write(pod.path(), "keep.txt", "previous");
+    let (c_in, s_in) = UnixStream::pair().unwrap();
+    let (c_out, s_out) = UnixStream::pair().unwrap();
+    let root = pod.path().to_path_buf();
+    let h = std::thread::spawn(move || {
+        let mut i = s_in;
+        let mut o = s_out;
+        server::serve(&root, &mut i, &mut o)
+    });
+    let mut w = c_in;
+    let mut r = c_out;
+    write_hello(&mut w).unwrap();
+    read_hello(&mut r).unwrap();
+    write_msg(
+        &mut w,
+        &Msg::FileBegin {
+            path: "keep.txt".into(),
+            size: 100,
+            exec: false,
+            mtime: 1,
+            mtime_nsec: 0,
+        },
+    )
+    .unwrap();
+    write_chunk(&mut w, b"half").unwrap();
+    write_msg(
+        &mut w,
+        &Msg::FileAbort {
+            reason: "Input/output error".into(),
+        },
+    )
+    .unwrap();
+    std::io::Write::flush(&mut w).unwrap();
+    match read_msg(&mut r).unwrap() {
+        Some(Msg::Err { path, message }) => {
+            assert_eq!(path, "keep.txt");
+            assert!(message.contains("Input/output error"), "{message}");
+        }
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+    drop(w);
+    h.join().unwrap().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(pod.join("keep.txt")).unwrap(),
+        "previous"
+    );
+    assert_eq!(
+        std::fs::read_dir(pod.path()).unwrap().count(),
+        1,
+        "no temp file"
     );
 }

@@ -47,6 +47,7 @@ impl Env {
             binary: Some(std::env::current_exe().unwrap()),
             allow_dynamic: true,
             disabled: false,
+            fallback_dir: self.home.path().join("tmp-bin").to_string_lossy().into(),
         }
     }
     fn rules(&self) -> IgnoreRules {
@@ -688,4 +689,61 @@ fn a_change_the_pod_refuses_is_reported_and_the_pod_symlink_kept() {
     write(l, "b.txt", "bee");
     wait_until("later change", 10, || exists(&p.join("b.txt")));
     run.finish().unwrap();
+}
+
+#[test]
+fn a_sync_root_swapped_for_a_new_directory_is_watched_again() {
+    let env = Env::new();
+    let l = env.local.path().to_path_buf();
+    let p = env.pod.path().to_path_buf();
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        write(&l, f, f);
+    }
+    let st = seed(&env);
+    let run = Running::start(
+        SyncEngine::new(env.rules(), env.opts()).with_known(st.sent),
+        env.remote.clone(),
+    );
+    // `git clone` into a fresh directory that then takes the old one's place.
+    let fresh = TempDir::new("eng-fresh");
+    for f in ["a.txt", "b.txt", "c.txt"] {
+        write(fresh.path(), f, f);
+    }
+    write(fresh.path(), "new.txt", "from the new tree");
+    let old = l.with_extension("old");
+    std::fs::rename(&l, &old).unwrap();
+    std::fs::rename(fresh.path(), &l).unwrap();
+    wait_until("new tree synced", 10, || {
+        read(&p.join("new.txt")).as_deref() == Some("from the new tree")
+    });
+    write(&l, "a.txt", "edited in the new tree");
+    wait_until("new tree watched", 10, || {
+        read(&p.join("a.txt")).as_deref() == Some("edited in the new tree")
+    });
+    run.finish().unwrap();
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::create_dir_all(fresh.path()).unwrap();
+}
+
+#[test]
+fn a_missing_sync_directory_is_an_error_status_not_a_hang() {
+    let env = Env::new();
+    let rules = env.rules();
+    std::fs::remove_dir_all(env.local.path()).unwrap();
+    let mut engine = SyncEngine::new(rules, env.opts());
+    let last = Arc::new(Mutex::new(None::<SyncStatus>));
+    let l2 = last.clone();
+    let remote = env.remote.clone();
+    let factory = move || -> kodama::Result<Box<dyn Remote>> { Ok(Box::new(remote.clone())) };
+    let e = engine
+        .run(&factory, &StopHandle::new(), &|s| {
+            *l2.lock().unwrap() = Some(s.clone())
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("sync directory"), "{e}");
+    assert_eq!(
+        last.lock().unwrap().as_ref().unwrap().state,
+        SyncState::Error
+    );
+    std::fs::create_dir_all(env.local.path()).unwrap();
 }

@@ -280,20 +280,29 @@ impl AgentClient {
                         mtime: entry.mtime,
                         mtime_nsec: entry.mtime_nsec,
                     })?;
+                    let mut read_error = None;
                     loop {
                         let n = match file.read(&mut buf) {
                             Ok(0) => break,
                             Ok(n) => n,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                            // Unreadable midway: the agent keeps what came; the watcher resends.
-                            Err(_) => break,
+                            Err(e) => {
+                                read_error = Some(e.to_string());
+                                break;
+                            }
                         };
                         protocol::write_chunk(&mut self.w, &buf[..n]).map_err(dead)?;
                         stats.bytes += n as u64;
                     }
-                    stats.files += 1;
-                    sent_entries[i] = Some(entry);
-                    Msg::FileEnd
+                    match read_error {
+                        // Unreadable midway: the pod keeps its previous version.
+                        Some(reason) => Msg::FileAbort { reason },
+                        None => {
+                            stats.files += 1;
+                            sent_entries[i] = Some(entry);
+                            Msg::FileEnd
+                        }
+                    }
                 }
             };
             if matches!(c, Change::Delete { .. }) {
@@ -375,6 +384,7 @@ impl AgentClient {
 
     /// Close our side and wait for the agent to exit; returns its exit code when it ran as a process.
     pub fn close(mut self) -> Result<Option<i32>> {
+        let _ = protocol::write_msg(&mut self.w, &Msg::Bye);
         let _ = self.w.flush();
         let AgentClient { w, proc, .. } = self;
         drop(w);

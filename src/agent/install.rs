@@ -33,6 +33,9 @@ pub struct InstallOptions {
     pub allow_dynamic: bool,
     /// Never install: always report the fallback (e.g. a config switch).
     pub disabled: bool,
+    /// Second-choice directory, used when `path` cannot be written or executed (a read-only or
+    /// noexec home). Default: `/tmp/.kodama/bin`.
+    pub fallback_dir: String,
 }
 
 impl Default for InstallOptions {
@@ -42,9 +45,13 @@ impl Default for InstallOptions {
             binary: None,
             allow_dynamic: false,
             disabled: false,
+            fallback_dir: DEFAULT_FALLBACK_DIR.to_string(),
         }
     }
 }
+
+/// The default [`InstallOptions::fallback_dir`].
+pub const DEFAULT_FALLBACK_DIR: &str = "/tmp/.kodama/bin";
 
 /// `$HOME/.kodama/bin/kubectl-kodama-<version>`.
 pub fn default_path() -> String {
@@ -204,7 +211,7 @@ pub fn ensure_agent(remote: &dyn Remote, opts: &InstallOptions) -> Result<AgentM
     // A read-only or noexec home is common in locked-down pods: /tmp is the second choice.
     let mut candidates = vec![path.clone()];
     if let Some(name) = Path::new(&path).file_name().and_then(|n| n.to_str()) {
-        let alt = format!("/tmp/.kodama/bin/{name}");
+        let alt = format!("{}/{name}", opts.fallback_dir.trim_end_matches('/'));
         if alt != path {
             candidates.push(alt);
         }

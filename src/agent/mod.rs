@@ -4,10 +4,6 @@
 //! May import: error, remote, sync::{ignore, scan, plan, archive, safefs} (the pure pieces and the safe
 //! file operations the agent applies in the pod).
 
-// The crate's shared `Error` is large (it carries an `ApiError` inline); boxing it is the owner's
-// call, so this lint is silenced here rather than papered over per function.
-#![allow(clippy::result_large_err)]
-
 pub mod client;
 pub mod install;
 pub mod protocol;

@@ -6,10 +6,11 @@
 //! UTF-8 bytes; integers are big-endian.
 //!
 //! Client → server: `Ping`, the changes (`Mkdir`, `Symlink`, `Chmod`, `Delete`, `Rename`, and a file
-//! as `FileBegin`, any number of `FileChunk`, `FileEnd`), queries (`List`, `Hash`). The server answers
+//! as `FileBegin`, any number of `FileChunk`, then `FileEnd` or `FileAbort`), queries (`List`, `Hash`). The server answers
 //! in order: `Pong` for a ping, exactly one `Ok` or `Err{path, message}` per change (a file is one
 //! change, answered after `FileEnd` once it is in place), `ListChunk`… `ListEnd` or `Err` for a list,
 //! `HashReply` or `Err` for a hash. So the client knows exactly which changes reached the pod.
+//! `Bye` ends the session without needing stdin EOF.
 //!
 //! May import: error, sync::scan (the Entry type).
 
@@ -80,6 +81,13 @@ pub enum Msg {
         path: String,
         message: String,
     },
+    /// Client → server: drop the file being sent (the local read failed); answered with `Err`.
+    FileAbort {
+        reason: String,
+    },
+    /// Client → server: end the session (the agent exits even when stdin never closes, as over a
+    /// v4 exec stream).
+    Bye,
 }
 
 impl Msg {
@@ -104,6 +112,8 @@ impl Msg {
             Msg::HashReply { .. } => "hash-reply",
             Msg::Ok => "ok",
             Msg::Err { .. } => "error",
+            Msg::FileAbort { .. } => "file-abort",
+            Msg::Bye => "bye",
         }
     }
 }
@@ -127,6 +137,8 @@ mod tag {
     pub const HASH_REPLY: u8 = 0x24;
     pub const OK: u8 = 0x30;
     pub const ERR: u8 = 0x31;
+    pub const FILE_ABORT: u8 = 0x18;
+    pub const BYE: u8 = 0x3f;
 }
 
 struct Enc(Vec<u8>);
@@ -302,6 +314,11 @@ pub fn encode(m: &Msg) -> Vec<u8> {
             e.str(path);
             e.str(message);
         }
+        Msg::FileAbort { reason } => {
+            e.u8(tag::FILE_ABORT);
+            e.str(reason);
+        }
+        Msg::Bye => e.u8(tag::BYE),
     }
     let len = (e.0.len() - 4) as u32;
     e.0[..4].copy_from_slice(&len.to_be_bytes());
@@ -396,6 +413,8 @@ pub fn decode(body: &[u8]) -> io::Result<Msg> {
             path: d.str()?,
             message: d.str()?,
         },
+        tag::FILE_ABORT => Msg::FileAbort { reason: d.str()? },
+        tag::BYE => Msg::Bye,
         other => return Err(bad(&format!("unknown message type 0x{other:02x}"))),
     };
     if !d.0.is_empty() {
@@ -557,6 +576,10 @@ mod tests {
                 path: "p".into(),
                 message: "no".into(),
             },
+            Msg::FileAbort {
+                reason: "disk".into(),
+            },
+            Msg::Bye,
         ];
         let mut buf = Vec::new();
         for m in &msgs {

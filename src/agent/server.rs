@@ -234,6 +234,10 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
             },
         };
         let out = match msg {
+            Msg::Bye => {
+                w.flush().map_err(io)?;
+                return Ok(());
+            }
             Msg::Ping(n) => Some(Msg::Pong(n)),
             Msg::Mkdir { path } => Some(reply(safefs::make_dir(&root, &path), &path)),
             Msg::Symlink { path, target } => {
@@ -274,6 +278,17 @@ pub fn serve(root: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Resul
                     }
                 }
                 None
+            }
+            Msg::FileAbort { reason } => {
+                // Dropping the AtomicFile removes its temporary file: nothing half-written stays.
+                let path = match std::mem::replace(&mut incoming, Incoming::None) {
+                    Incoming::Writing { path, .. } | Incoming::Failed { path, .. } => path,
+                    Incoming::None => String::new(),
+                };
+                Some(Msg::Err {
+                    path,
+                    message: format!("not written: the client could not read the file: {reason}"),
+                })
             }
             Msg::FileEnd => match std::mem::replace(&mut incoming, Incoming::None) {
                 Incoming::Writing {

@@ -497,7 +497,7 @@ impl Store {
         self.ensure_dir()?;
         let path = self.dir.join(format!(".{name}.lock"));
         let file = open_lock_file(&path)?;
-        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+        match try_lock_exclusive(&file) {
             Ok(()) => Ok(SessionLock { _file: file }),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err(Error::with_hint(
                 format!("another kodama command is working on session {name:?} right now"),
@@ -556,7 +556,7 @@ impl Store {
         let file = open_lock_file(&path)?;
         let deadline = Instant::now() + LOCK_WAIT;
         loop {
-            match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            match try_lock_exclusive(&file) {
                 Ok(()) => return Ok(file),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
@@ -615,20 +615,13 @@ fn open_lock_file(path: &Path) -> Result<File> {
         .path_context(path)
 }
 
-/// `flock(2)` on an open file, retried on EINTR.
-fn flock(file: &File, op: libc::c_int) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    loop {
-        // SAFETY: flock only takes a descriptor number and flags; `file` keeps the descriptor open
-        // for the whole call, and no memory is passed to the kernel.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), op) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
+/// Take an exclusive advisory lock (flock) on `file` without waiting; `WouldBlock` when another
+/// process holds it. The lock is released when the file is closed.
+fn try_lock_exclusive(file: &File) -> std::io::Result<()> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::ErrorKind::WouldBlock.into()),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Attach to the main process of a running container over WebSocket (`/attach`), interactively.
 //!
-//! Same framing and terminal handling as exec ([`super::exec::run_terminal`]). With a TTY we first
+//! Same framing and terminal handling as exec (`exec::run_terminal`). With a TTY we first
 //! send the window size plus one and then the real size, so the remote program (whose screen is
 //! already drawn) gets a resize and redraws. The container must have `stdin: true` (and `tty: true`
 //! for a TTY attach) in its spec. A stream that the server closes cleanly without a status counts

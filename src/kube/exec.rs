@@ -11,7 +11,7 @@
 //! Checking the pod phase first is the caller's job; a container that is not running still gets a
 //! helpful error from the status decoding.
 //!
-//! May import: error, remote, term, kube::ws.
+//! May import: error, remote, term, kube::ws, kube::auth (stdin-in-use flag).
 
 use std::io::{self, Read, Write};
 use std::os::fd::RawFd;
@@ -48,7 +48,7 @@ pub struct ExecRequest {
     pub pod: String,
     /// Container name; `None` lets the server pick (only valid for one-container pods).
     pub container: Option<String>,
-    /// argv; argv[0] is looked up on the container's PATH.
+    /// argv; `argv[0]` is looked up on the container's PATH.
     pub command: Vec<String>,
     /// Attach stdin.
     pub stdin: bool,
@@ -253,6 +253,40 @@ impl RemoteProcess for ExecProcess {
     }
 }
 
+/// A [`crate::remote::Remote`] that runs commands in one container of a pod over exec (what
+/// `sync`, `agent` and `run` use in production).
+pub struct PodRemote<D: Dialer> {
+    /// How to reach the API server (`kube::Client` in production).
+    pub dialer: D,
+    pub namespace: String,
+    pub pod: String,
+    pub container: Option<String>,
+    /// What the commands need from stdin on v4 servers (see [`StdinEof`]).
+    pub stdin_eof: StdinEof,
+}
+
+impl<D: Dialer> PodRemote<D> {
+    /// Commands in `container` of `namespace/pod`, needing stdin EOF.
+    pub fn new(dialer: D, namespace: &str, pod: &str, container: Option<&str>) -> PodRemote<D> {
+        PodRemote {
+            dialer,
+            namespace: namespace.to_string(),
+            pod: pod.to_string(),
+            container: container.map(str::to_string),
+            stdin_eof: StdinEof::Required,
+        }
+    }
+}
+
+impl<D: Dialer> crate::remote::Remote for PodRemote<D> {
+    fn exec(&self, argv: &[String]) -> Result<Box<dyn RemoteProcess>> {
+        let mut req = ExecRequest::new(&self.namespace, &self.pod, argv);
+        req.container = self.container.clone();
+        req.stdin_eof = self.stdin_eof;
+        Ok(Box::new(ExecProcess::spawn(&self.dialer, &req)?))
+    }
+}
+
 /// The local terminal an interactive session uses (the process's stdio by default; tests pass a
 /// pty).
 #[derive(Debug, Clone, Copy)]
@@ -359,6 +393,9 @@ pub(crate) fn run_terminal(
     )?;
     let tx = session.sender();
 
+    // From now on our stdin belongs to the session: exec credential plugins (a token refresh in
+    // another thread) must not read it.
+    let _stdin_busy = (mode.stdin && terminal.input == term::STDIN_FD).then(StdinBusy::new);
     // Raw mode only now that the stream is up, so earlier errors print on a normal terminal.
     let mut raw = if mode.tty && term::is_tty(terminal.input) {
         Some(RawMode::enable(terminal.input)?)
@@ -366,6 +403,8 @@ pub(crate) fn run_terminal(
         None
     };
     let stop = Arc::new(AtomicBool::new(false));
+    // Whatever way we leave, the input thread stops within one poll interval.
+    let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
     let interrupted = Arc::new(AtomicBool::new(false));
     let winch = if mode.tty {
         Some(SignalPipe::new(libc::SIGWINCH)?)
@@ -456,6 +495,31 @@ pub(crate) fn run_terminal(
         return Ok(0);
     }
     codec::decode_exit(&end.status).map_err(|e| e.context(what.to_string()))
+}
+
+/// Marks our stdin as in use by a session (for exec credential plugins) while it lives.
+struct StdinBusy;
+
+impl StdinBusy {
+    fn new() -> StdinBusy {
+        crate::kube::auth::mark_stdin_in_use(true);
+        StdinBusy
+    }
+}
+
+impl Drop for StdinBusy {
+    fn drop(&mut self) {
+        crate::kube::auth::mark_stdin_in_use(false);
+    }
+}
+
+/// Sets the flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Copy a stream pipe to a local fd until EOF. Errors of the pipe (a lost stream) are returned.

@@ -12,6 +12,10 @@
 //! local, one thread copying local → pod, and the socket thread. Every thread is joined by its owner.
 //!
 //! May import: error, term, kube::ws.
+//!
+//! [`port_forward_until_interrupted`] is the CLI entry point (it waits for Ctrl-C itself);
+//! [`port_forward`] stops on a caller-owned flag; [`PortForwarder`] is the handle for tests and for
+//! code that forwards in the background.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -26,7 +30,7 @@ use super::ws::pipe::{pipe, Outgoing};
 use super::ws::session::{Route, Session, SessionConfig, Spec};
 use super::ws::{check_name, percent_encode, Dialer};
 use crate::error::{Error, Result};
-use crate::term::sanitize_for_tty;
+use crate::term::{self, sanitize_for_tty, SignalPipe};
 
 /// Receives human-readable reports (listening addresses, per-connection errors).
 pub type Reporter = Arc<dyn Fn(&str) + Send + Sync>;
@@ -271,6 +275,37 @@ pub fn port_forward(
     }
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
+    }
+    fwd.stop();
+    Ok(())
+}
+
+/// Forward until the user presses Ctrl-C (or SIGTERM/SIGHUP arrives); then stop everything and
+/// return `Ok`. Reports the listening addresses first, then per-connection errors.
+pub fn port_forward_until_interrupted(
+    dialer: Arc<dyn Dialer>,
+    namespace: &str,
+    pod: &str,
+    mappings: &[PortMapping],
+    report: Reporter,
+) -> Result<()> {
+    let signals = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP]
+        .into_iter()
+        .map(SignalPipe::new)
+        .collect::<Result<Vec<_>>>()?;
+    let fwd = PortForwarder::start(dialer, namespace, pod, mappings, Arc::clone(&report))?;
+    for (m, addrs) in fwd.bound() {
+        for a in addrs {
+            report(&format!("Forwarding from {a} -> {}", m.remote));
+        }
+    }
+    let fds: Vec<_> = signals.iter().map(SignalPipe::fd).collect();
+    loop {
+        let ready = term::poll_readable(&fds, Duration::from_secs(3600))
+            .map_err(|e| Error::io("", e).context("waiting for Ctrl-C"))?;
+        if ready.iter().any(|r| *r) || signals.iter().any(SignalPipe::take) {
+            break;
+        }
     }
     fwd.stop();
     Ok(())

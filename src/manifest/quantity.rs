@@ -116,7 +116,7 @@ fn parse_exact(s: &str) -> Result<Exact, String> {
 }
 
 fn div_ceil(a: u128, b: u128) -> u128 {
-    a / b + u128::from(a % b != 0)
+    a / b + u128::from(!a.is_multiple_of(b))
 }
 
 /// A CPU quantity in millicores, rounded up to 1m as the API server does. `"0.5"` → 500, `"2"` → 2000.
@@ -144,7 +144,7 @@ pub fn parse_integer(s: &str) -> Result<u64, String> {
 
 /// Canonical CPU text: whole cores as `"2"`, otherwise millicores as `"250m"`.
 pub fn format_millis(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         format!("{}", m / 1000)
     } else {
         format!("{m}m")
@@ -165,7 +165,7 @@ pub fn format_bytes(b: u64) -> String {
         return "0".into();
     }
     for (u, n) in UNITS {
-        if b % n == 0 {
+        if b.is_multiple_of(n) {
             return format!("{}{u}", b / n);
         }
     }

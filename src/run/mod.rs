@@ -15,7 +15,6 @@
 pub mod creds;
 pub mod records;
 pub mod runner;
-pub mod sys;
 pub mod transcript;
 
 use serde::{Deserialize, Serialize};

@@ -22,9 +22,9 @@
 //!
 //! May import: error, run (its own module).
 
-use super::sys;
 use super::{RunMeta, RunResult, RunStatus};
 use crate::error::{Error, IoResultExt, Result};
+use crate::term::sys;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};

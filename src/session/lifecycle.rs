@@ -93,7 +93,10 @@ fn wait_pod_gone(client: &Client, ns: &str, pod: &str, deadline: Instant) -> Res
 
 /// `delete`.
 pub fn delete(ctx: &Ctx, args: &DeleteArgs) -> Result<()> {
-    let found = resolve::find(ctx, &args.name)?;
+    let found = match resolve::find(ctx, &args.name) {
+        Ok(f) => f,
+        Err(e) => leftovers(ctx, &args.name)?.ok_or(e)?,
+    };
     let name = &found.name;
     let ns = &found.namespace;
     let client = ctx.client()?;
@@ -392,5 +395,31 @@ fn resume_steps(
             let hint = super::start::start_failure_hint(&e.to_string(), &ns, &pod_name);
             e.hinted(hint)
         }
-    })
+    })?;
+    let remote =
+        super::podremote::PodRemote::new(client, &ns, &pod_name, Some(manifest::MAIN_CONTAINER));
+    super::start::prepare_pod(&remote);
+    Ok(())
+}
+
+/// A session of which only the ConfigMap or a Secret is left (no pod, volume or local file): still
+/// something `delete` can clean up. None when nothing at all is left.
+fn leftovers(ctx: &Ctx, name: &str) -> Result<Option<Found>> {
+    let ns = resolve::namespace_for(ctx, None)?;
+    let client = ctx.client()?;
+    for (res, n) in [
+        (&CONFIG_MAPS, names::editor_config_map(name)),
+        (&SECRETS, names::env_secret(name)),
+        (&SECRETS, names::files_secret(name)),
+    ] {
+        if client.get_opt(res, Some(&ns), &n)?.is_some() {
+            return Ok(Some(Found {
+                name: name.to_string(),
+                namespace: ns,
+                record: None,
+                pod: None,
+            }));
+        }
+    }
+    Ok(None)
 }

@@ -33,11 +33,16 @@ pub struct Row {
     pub record: Option<SessionRecord>,
     pub pod: Option<Value>,
     pub pvc: Option<Value>,
+    /// The cluster could not be asked (status `Unknown`).
+    pub unreachable: bool,
 }
 
 impl Row {
     /// The reconciled status (see [`reconcile`]).
     pub fn status(&self) -> String {
+        if self.unreachable {
+            return "Unknown".into();
+        }
         reconcile(self.pod.as_ref(), self.pvc.as_ref(), self.record.as_ref())
     }
     fn annotation(&self, key: &str) -> Option<String> {
@@ -256,6 +261,14 @@ pub fn collect(ctx: &Ctx, all: bool) -> Result<Vec<Row>> {
         for ns in nss {
             match list_ns(client, Some(&ns)) {
                 Ok((pods, pvcs)) => merge(&mut rows, pods, pvcs),
+                // The cluster cannot be reached at all: still show this machine's sessions.
+                Err(e) if matches!(e.root(), Error::Transport { .. }) && !rows.is_empty() => {
+                    eprintln!("warning: cannot reach the cluster ({e}); showing local sessions with status Unknown");
+                    for r in rows.values_mut() {
+                        r.unreachable = true;
+                    }
+                    break;
+                }
                 Err(e) if ns == current => return Err(e),
                 Err(e) => eprintln!("warning: namespace \"{ns}\": {e}"),
             }
@@ -326,7 +339,7 @@ fn merge(rows: &mut BTreeMap<(String, String), Row>, pods: Vec<Value>, pvcs: Vec
 fn sync_column(ctx: &Ctx, r: &Row) -> String {
     match &r.record {
         Some(rec) if rec.sync.enabled => seams::sync_state(ctx, &r.name),
-        Some(_) => "Off".into(),
+        Some(_) => "Inactive".into(),
         None => "-".into(),
     }
 }
@@ -340,6 +353,7 @@ fn age(r: &Row) -> String {
 
 fn table(ctx: &Ctx, rows: &[Row], wide: bool) -> String {
     if rows.is_empty() {
+        eprintln!("no sessions found (start one with `kubectl kodama start NAME`; `list -A` looks in every namespace)");
         return String::new();
     }
     let mut lines: Vec<Vec<String>> = Vec::new();
@@ -428,4 +442,85 @@ pub fn to_schema(ctx: &Ctx, r: &Row) -> Value {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(phase: &str, ready: bool, waiting: Option<&str>) -> Value {
+        let mut p = json!({
+            "metadata": {"name": "kodama-x"},
+            "status": {
+                "phase": phase,
+                "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}],
+            }
+        });
+        if let Some(w) = waiting {
+            p["status"]["containerStatuses"] = json!([{"state": {"waiting": {"reason": w}}}]);
+        }
+        p
+    }
+
+    #[test]
+    fn reconcile_table() {
+        let pvc = json!({"metadata": {"name": "kodama-workspace-x"}});
+        let mut running = SessionRecord::new("x", "default");
+        running.status = SessionStatus::Running;
+        let mut stopped = running.clone();
+        stopped.status = SessionStatus::Stopped;
+        type Case<'a> = (
+            Option<Value>,
+            Option<&'a Value>,
+            Option<&'a SessionRecord>,
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                Some(pod("Running", true, None)),
+                Some(&pvc),
+                Some(&running),
+                "Running",
+            ),
+            (
+                Some(pod("Running", false, Some("CrashLoopBackOff"))),
+                None,
+                None,
+                "CrashLoopBackOff",
+            ),
+            (Some(pod("Running", false, None)), None, None, "NotReady"),
+            (
+                Some(pod("Pending", false, Some("ImagePullBackOff"))),
+                None,
+                None,
+                "ImagePullBackOff",
+            ),
+            (
+                Some(pod("Pending", false, Some("ContainerCreating"))),
+                None,
+                None,
+                "Pending",
+            ),
+            (Some(pod("Failed", false, None)), None, None, "Failed"),
+            (None, Some(&pvc), Some(&running), "PodDeleted"),
+            (None, Some(&pvc), Some(&stopped), "Stopped"),
+            (None, Some(&pvc), None, "Stopped"),
+            (None, None, Some(&running), "NotFound"),
+        ];
+        for (p, v, r, want) in cases {
+            assert_eq!(
+                reconcile(p.as_ref(), v, r),
+                want,
+                "pod {p:?} record {:?}",
+                r.map(|r| r.status)
+            );
+        }
+        let mut t = pod("Running", true, None);
+        t["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+        assert_eq!(reconcile(Some(&t), None, None), "Terminating");
+        let mut u = pod("Pending", false, None);
+        u["status"]["conditions"] =
+            json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]);
+        assert_eq!(reconcile(Some(&u), None, None), "Unschedulable");
+    }
 }

@@ -51,9 +51,7 @@ pub fn run(inv: Invocation) -> Result<()> {
         Command::Logs(a) => agentcmds::logs(&ctx, a),
         Command::Status(a) => status::status(&ctx, a),
         Command::RunAgent(args) => crate::run::runner::main(args.clone()),
-        Command::Agent(_) => Err(Error::msg(
-            "the in-pod `agent` helper is not in this build yet",
-        )),
+        Command::Agent(args) => crate::agent::server::main(args.clone()),
     }
 }
 

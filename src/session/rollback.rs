@@ -2,11 +2,10 @@
 //! deletes them again on failure or Ctrl-C. PVCs that existed before (they may hold data) are never
 //! in the list, so they are never deleted. Also the Ctrl-C/SIGTERM flag checked by the start phases.
 //!
-//! May import: kube, error, std, signal-hook.
+//! May import: kube, term, error, std.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -90,36 +89,47 @@ impl Rollback {
     }
 }
 
-/// Ctrl-C (SIGINT) and SIGTERM while a start is in flight: registered once, checked by the phases.
-#[derive(Clone)]
+/// Ctrl-C (SIGINT) and SIGTERM while a start is in flight: watched through `term::SignalPipe`
+/// (which gives the signals their default action back when dropped, so a later `attach` in `dev`,
+/// or anything after, still ends on Ctrl-C), checked by the phases.
 pub struct Interrupt {
-    flag: Arc<AtomicBool>,
-    ids: Vec<signal_hook::SigId>,
+    pipes: Vec<crate::term::SignalPipe>,
+    fired: AtomicBool,
 }
 
 impl Interrupt {
-    /// Catch SIGINT and SIGTERM from now on (until dropped).
+    /// Catch SIGINT and SIGTERM from now on (until `uninstall`/drop).
     pub fn install() -> Result<Interrupt> {
-        let flag = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            ids.push(
-                signal_hook::flag::register(sig, flag.clone())
-                    .map_err(|e| Error::msg(format!("installing the Ctrl-C handler: {e}")))?,
-            );
+        let mut pipes = Vec::new();
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            pipes.push(crate::term::SignalPipe::new(sig)?);
         }
-        Ok(Interrupt { flag, ids })
+        Ok(Interrupt {
+            pipes,
+            fired: AtomicBool::new(false),
+        })
     }
 
     pub fn fired(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        if self.fired.load(Ordering::SeqCst) {
+            return true;
+        }
+        // Drain every pipe (no short-circuit).
+        let mut any = false;
+        for p in &self.pipes {
+            if p.take() {
+                any = true;
+            }
+        }
+        if any {
+            self.fired.store(true, Ordering::SeqCst);
+        }
+        any
     }
 
     /// Give the signals their default action back.
     pub fn uninstall(self) {
-        for id in self.ids {
-            signal_hook::low_level::unregister(id);
-        }
+        drop(self);
     }
 
     /// Run `f` on a worker thread and wait for it, returning `Error::Interrupted` as soon as the

@@ -1,8 +1,8 @@
 //! Seams to the background sync process owned by `session::syncd` (helper branch `sessio`).
 //!
-//! MINIMAL STUBS until `syncd::spawn_daemon`, `syncd::stop_daemon` and `syncd::sync_state` land:
-//! the lead should re-point these three functions at `super::syncd::*` when merging (same
-//! signatures). Until then start/resume do not keep a background sync running (the initial sync
+//! MINIMAL STUBS until `syncd::spawn_daemon`, `syncd::stop_daemon` and `syncd::sync_state` land
+//! (branch `sessio`): when merging, make the bodies `super::syncd::spawn_daemon(ctx, name)`,
+//! `super::syncd::stop_daemon(ctx, name)` and `super::syncd::sync_state(ctx, name).column()`. Until then start/resume do not keep a background sync running (the initial sync
 //! still happens), and list/status show `Inactive`.
 //!
 //! May import: session::ctx, error.

@@ -37,8 +37,8 @@ use crate::kube::resource::{CONFIG_MAPS, EVENTS, PERSISTENT_VOLUME_CLAIMS, PODS,
 use crate::kube::watch::{self, PodProgress};
 use crate::kube::Client;
 use crate::manifest::{
-    self, annotations, names, EditorConfig, OutputFormat, SessionInputs, SessionMeta, SessionSpec,
-    SshSpec, StorageSpec, MAIN_CONTAINER,
+    self, annotations, names, OutputFormat, SessionInputs, SessionMeta, SessionSpec, SshSpec,
+    StorageSpec, MAIN_CONTAINER,
 };
 use crate::run::records::{self, Access, StartRequest};
 use crate::secret::Secret;
@@ -297,7 +297,9 @@ pub fn validate(ctx: &Ctx, args: &StartArgs) -> Result<Plan> {
     if let Some(summary) = env.summary() {
         eprintln!("warning: {summary}");
     }
-    if prompt.is_some() {
+    // With a real start the warning waits until we know whether the claude-home volume (which may
+    // hold a login) already exists; a dry run warns now.
+    if prompt.is_some() && args.dry_run.is_some() {
         let names: Vec<String> = env.vars.keys().cloned().collect();
         if let Some(w) = crate::run::creds::credentials_warning(&names, None) {
             eprintln!("warning: {w}");
@@ -474,6 +476,22 @@ fn create_steps(
     let mut progress = Progress::new();
 
     // (3) Volumes: reuse what exists (it may hold data), create the rest.
+    let env_names: Vec<String> = plan.env.vars.keys().cloned().collect();
+    let mut probe_login = false;
+    if plan.prompt.is_some() {
+        let home_exists = client
+            .get_opt(
+                &PERSISTENT_VOLUME_CLAIMS,
+                Some(ns),
+                &names::claude_home_pvc(name),
+            )?
+            .is_some();
+        if home_exists {
+            probe_login = true;
+        } else if let Some(w) = crate::run::creds::credentials_warning(&env_names, None) {
+            progress.line(&format!("warning: {w}"));
+        }
+    }
     let mut reused_workspace = false;
     for (pvc_name, obj) in [
         (
@@ -549,6 +567,13 @@ fn create_steps(
         return Err(Error::Interrupted);
     }
 
+    prepare_pod(&remote);
+    if probe_login && crate::run::creds::credentials_warning(&env_names, None).is_some() {
+        let probe = crate::run::creds::probe_claude_home(&remote, manifest::CLAUDE_HOME_DIR).ok();
+        if let Some(w) = crate::run::creds::credentials_warning(&env_names, probe.as_ref()) {
+            progress.line(&format!("warning: {w}"));
+        }
+    }
     let mut meta = spec.meta.clone();
     if let Some(repo) = &plan.repo {
         let cr = clone(plan, repo, &remote, intr, reused_workspace)?;
@@ -664,8 +689,13 @@ fn create_steps(
             );
         }
     }
+    let branch = meta
+        .branch
+        .as_deref()
+        .map(|b| format!("  branch: {b}\n"))
+        .unwrap_or_default();
     super::print(&format!(
-        "session \"{name}\" is running in namespace \"{ns}\"\n  attach: kubectl kodama attach {name}\n  delete: kubectl kodama delete {name}\n"
+        "session \"{name}\" is running in namespace \"{ns}\"\n{branch}  attach: kubectl kodama attach {name} -n {ns}\n  status: kubectl kodama status {name} -n {ns}\n  delete: kubectl kodama delete {name} -n {ns}\n"
     ))
 }
 
@@ -978,8 +1008,51 @@ fn annotate(
     Ok(())
 }
 
-/// Build the editor config used when rebuilding objects on resume (defaults; the repo's overrides
-/// were applied at start and are not re-read).
-pub fn default_editor() -> EditorConfig {
-    EditorConfig::defaults()
+/// Per-pod setup after Ready, best effort: the workspace volume's root belongs to root (or the
+/// volume's owner), which git refuses as "dubious ownership"; trust /workspace in the session
+/// user's git config (in $HOME, an emptyDir, so it is redone on every start and resume).
+pub fn prepare_pod(remote: &PodRemote) {
+    use crate::remote::Remote;
+    let argv: Vec<String> = [
+        "sh",
+        "-c",
+        "command -v git >/dev/null 2>&1 || exit 0; git config --global --get-all safe.directory 2>/dev/null | grep -qx /workspace || git config --global --add safe.directory /workspace",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _ = remote.run(&argv, b"");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_lines_name_the_stage() {
+        let mut p = PodProgress {
+            phase: "Pending".into(),
+            scheduled: None,
+            waiting_reason: None,
+            message: None,
+            ready: false,
+        };
+        assert_eq!(
+            describe_progress("kodama-x", &p),
+            "waiting for pod kodama-x: scheduling"
+        );
+        p.scheduled = Some(true);
+        p.waiting_reason = Some("ContainerCreating".into());
+        assert!(describe_progress("kodama-x", &p).contains("pulling image"));
+        p.ready = true;
+        assert!(describe_progress("kodama-x", &p).ends_with("ready"));
+    }
+
+    #[test]
+    fn failure_hints_give_a_way_out() {
+        assert!(start_failure_hint("ImagePullBackOff: x", "ns", "p").contains("--image"));
+        assert!(start_failure_hint("0/1 nodes: Insufficient cpu", "ns", "p").contains("--cpu"));
+        assert!(start_failure_hint("something else", "ns", "p")
+            .contains("kubectl describe pod p -n ns"));
+    }
 }

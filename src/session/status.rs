@@ -32,11 +32,12 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
         record: found.record.clone(),
         pod: found.pod.clone(),
         pvc,
+        unreachable: false,
     };
     let state = reconcile(row.pod.as_ref(), row.pvc.as_ref(), row.record.as_ref());
     let sync = match &row.record {
         Some(r) if r.sync.enabled => seams::sync_state(ctx, &row.name),
-        Some(_) => "Off".to_string(),
+        Some(_) => "Inactive (started without sync)".to_string(),
         None => "- (no local session file on this machine)".to_string(),
     };
 
@@ -46,7 +47,23 @@ pub fn status(ctx: &Ctx, args: &StatusArgs) -> Result<()> {
     if found.is_running() {
         let remote = resolve::remote_for(ctx, &found)?;
         match records::run_status(&remote, &Access::Shell, HOME_DIR, None) {
-            Ok(Some(m)) => run = serde_json::to_value(&m).unwrap_or(Value::Null),
+            Ok(Some(m)) => {
+                run = serde_json::to_value(&m).unwrap_or(Value::Null);
+                // Keep list's AGENT column (read from the local file) current.
+                if found.record.is_some() {
+                    if let Ok(store) = ctx.store() {
+                        let _ = store.update(&found.name, |r| {
+                            let a = r.agent.get_or_insert_with(Default::default);
+                            if a.last_run_id.as_deref() != Some(m.id.as_str()) {
+                                a.runs += 1;
+                                a.last_run_id = Some(m.id.clone());
+                            }
+                            a.last_run_status = Some(m.status.as_str().to_string());
+                            a.last_run_started_at = Some(m.started_at.clone());
+                        });
+                    }
+                }
+            }
             Ok(None) => {}
             Err(e) => notes.push(format!("agent run: {e}")),
         }

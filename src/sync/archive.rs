@@ -29,6 +29,8 @@ pub struct ArchiveStats {
     pub symlinks: u64,
     /// File content bytes.
     pub bytes: u64,
+    /// Files of the snapshot that could not be opened (gone, unreadable) and were left out.
+    pub skipped: Vec<(String, String)>,
 }
 
 impl ArchiveStats {
@@ -131,8 +133,11 @@ pub fn write_tar<W: Write>(
                     .open(&abs)
                 {
                     Ok(f) => f,
-                    // Gone or replaced by a symlink since the scan: the watcher deals with it.
-                    Err(_) => continue,
+                    // Gone, unreadable, or replaced by a symlink since the scan.
+                    Err(e) => {
+                        stats.skipped.push((rel.clone(), e.to_string()));
+                        continue;
+                    }
                 };
                 let len = file.metadata().map(|m| m.len()).unwrap_or(e.size);
                 h.set_entry_type(tar::EntryType::Regular);

@@ -164,11 +164,18 @@ pub fn initial_sync(
             "check the pod's free space and that the workspace is writable; `kubectl kodama sync <name> --once` retries",
         ));
     }
+    // What could not be read was not sent: it is not part of the agreed state.
+    let mut sent = snap;
+    let mut skipped = scanned.skipped;
+    for (path, why) in &stats.skipped {
+        sent.remove(path);
+        skipped.push(format!("{path}: {why}"));
+    }
     let st = Stats {
         archive: stats,
         elapsed: start.elapsed(),
-        skipped: scanned.skipped,
-        sent: snap,
+        skipped,
+        sent,
         transport,
     };
     progress(&Progress {
@@ -483,7 +490,7 @@ impl SyncEngine {
         status: &dyn Fn(&SyncStatus),
     ) -> Result<()> {
         let (tx, rx) = mpsc::channel::<WatchMsg>();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let msg = match res {
                 Ok(ev) => {
                     if ev.kind.is_access() {
@@ -507,8 +514,18 @@ impl SyncEngine {
             };
             let _ = tx.send(msg);
         })
-        .map_err(|e| Error::msg(format!("starting the file watcher: {e}")))?;
-        self.watch_tree(&mut watcher, "")?;
+        .map_err(|e| Error::msg(format!("starting the file watcher: {e}")));
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                self.set(status, SyncState::Error, Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.watch_tree(&mut watcher, "") {
+            self.set(status, SyncState::Error, Some(e.to_string()));
+            return Err(e);
+        }
         self.set(status, SyncState::Connecting, None);
 
         let mut backoff = Duration::from_millis(100);
@@ -888,6 +905,9 @@ impl SyncEngine {
             dirty.extend(dirs);
         }
         if rescan || dirty.contains("") {
+            // The root itself changed (or the watcher lost track): it may be a new directory by
+            // now (rm -rf && git clone), so every watch is set up again.
+            self.watched.clear();
             self.watch_tree(watcher, "").map_err(End::Fatal)?;
             return self.rescan_classified(remote, conn);
         }

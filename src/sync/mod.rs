@@ -3,10 +3,6 @@
 //!
 //! May import: error, remote, agent (protocol client, installer), and the pure pieces below.
 
-// The crate's shared `Error` is large (it carries an `ApiError` inline); boxing it is the owner's
-// call, so this lint is silenced here rather than papered over per function.
-#![allow(clippy::result_large_err)]
-
 pub mod archive;
 pub mod engine;
 pub mod ignore;

@@ -10,16 +10,20 @@
 //!   on any tty, not only the process's own stdin/stdout (tests use a pty).
 //! * [`sanitize_for_tty`] strips control and escape sequences from remote text before we print it in our
 //!   own messages.
+//! * [`sys`] holds the few process-level OS calls (new session, signalling a process group, SIGPIPE),
+//!   kept here so that every `unsafe` block of the crate lives in this one module.
 //!
 //! May import: error.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+pub mod sys;
 
 /// File descriptor of standard input.
 pub const STDIN_FD: RawFd = 0;
@@ -324,17 +328,80 @@ impl io::Write for FdIo {
 /// is unregistered on drop.
 ///
 /// Unregistering a signal-hook handler does not give the signal its default action back (it would
-/// be ignored from then on). So when the signal had its default disposition before we watched it,
-/// the drop installs signal-hook's emulation of the default action: after an interactive session,
-/// Ctrl-C and SIGTERM terminate the process again. When someone else already handled the signal,
-/// their handlers keep working and nothing else is installed.
+/// be ignored from then on). So when the signal had its default disposition before the first
+/// watcher, dropping the last watcher switches on signal-hook's emulation of the default action
+/// (installed once per signal, switched off again while anyone watches): after an interactive
+/// session, Ctrl-C and SIGTERM terminate the process again. When someone else already handled the
+/// signal, their handlers keep working and nothing else is installed.
 pub struct SignalPipe {
     signal: libc::c_int,
     id: signal_hook::SigId,
     flag_id: signal_hook::SigId,
     read: std::os::unix::net::UnixStream,
     flag: Arc<AtomicBool>,
+}
+
+/// Per signal: how many [`SignalPipe`]s watch it, whether it had its default disposition before
+/// the first one, and the switch of the default-action emulation we installed for it (on while
+/// nobody watches).
+struct SignalState {
+    signal: libc::c_int,
+    active: usize,
     was_default: bool,
+    default_switch: Option<Arc<AtomicBool>>,
+}
+
+static SIGNAL_STATES: Mutex<Vec<SignalState>> = Mutex::new(Vec::new());
+
+fn signal_states() -> MutexGuard<'static, Vec<SignalState>> {
+    match SIGNAL_STATES.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A new watcher of `signal`: the default-action emulation (if any) is switched off meanwhile.
+fn watch_begins(signal: libc::c_int) {
+    let mut states = signal_states();
+    let pos = match states.iter().position(|s| s.signal == signal) {
+        Some(p) => p,
+        None => {
+            states.push(SignalState {
+                signal,
+                active: 0,
+                was_default: has_default_disposition(signal),
+                default_switch: None,
+            });
+            states.len() - 1
+        }
+    };
+    let st = &mut states[pos];
+    st.active += 1;
+    if let Some(sw) = &st.default_switch {
+        sw.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A watcher of `signal` is gone: when it was the last one and the signal had its default action
+/// before, turn the default-action emulation on (installing it the first time).
+fn watch_ends(signal: libc::c_int) {
+    let mut states = signal_states();
+    let Some(st) = states.iter_mut().find(|s| s.signal == signal) else {
+        return;
+    };
+    st.active = st.active.saturating_sub(1);
+    if st.active > 0 || !st.was_default {
+        return;
+    }
+    match &st.default_switch {
+        Some(sw) => sw.store(true, Ordering::SeqCst),
+        None => {
+            let sw = Arc::new(AtomicBool::new(true));
+            if signal_hook::flag::register_conditional_default(signal, Arc::clone(&sw)).is_ok() {
+                st.default_switch = Some(sw);
+            }
+        }
+    }
 }
 
 /// True when `signal` currently has its default disposition (SIG_DFL).
@@ -349,18 +416,25 @@ fn has_default_disposition(signal: libc::c_int) -> bool {
 impl SignalPipe {
     /// Watch `signal` (e.g. `libc::SIGWINCH`).
     pub fn new(signal: libc::c_int) -> Result<SignalPipe> {
-        let was_default = has_default_disposition(signal);
         let (read, write) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("", e).context("creating a signal pipe"))?;
         read.set_nonblocking(true)
             .map_err(|e| Error::io("", e).context("creating a signal pipe"))?;
-        let id = signal_hook::low_level::pipe::register(signal, write)
-            .map_err(|e| Error::io("", e).context(format!("watching signal {signal}")))?;
+        // Before registering: it records whether the signal still has its default disposition.
+        watch_begins(signal);
+        let id = match signal_hook::low_level::pipe::register(signal, write) {
+            Ok(i) => i,
+            Err(e) => {
+                watch_ends(signal);
+                return Err(Error::io("", e).context(format!("watching signal {signal}")));
+            }
+        };
         let flag = Arc::new(AtomicBool::new(false));
         let flag_id = match signal_hook::flag::register(signal, Arc::clone(&flag)) {
             Ok(i) => i,
             Err(e) => {
                 signal_hook::low_level::unregister(id);
+                watch_ends(signal);
                 return Err(Error::io("", e).context(format!("watching signal {signal}")));
             }
         };
@@ -370,7 +444,6 @@ impl SignalPipe {
             flag_id,
             read,
             flag,
-            was_default,
         })
     }
 
@@ -395,19 +468,14 @@ impl Drop for SignalPipe {
     fn drop(&mut self) {
         signal_hook::low_level::unregister(self.flag_id);
         signal_hook::low_level::unregister(self.id);
-        if self.was_default {
-            // Give the signal its default action back (see the type's doc).
-            let _ = signal_hook::flag::register_conditional_default(
-                self.signal,
-                Arc::new(AtomicBool::new(true)),
-            );
-        }
+        // Give the signal its default action back (see the type's doc).
+        watch_ends(self.signal);
     }
 }
 
 /// Strip control characters and terminal escape sequences from remote text before we print it in
 /// our own messages: ESC sequences (CSI, OSC, DCS and two-byte forms), C0 controls except newline
-/// and tab, DEL, and C1 controls. Printable Unicode is kept.
+/// and tab, DEL, C1 controls, and bidirectional overrides. Printable Unicode is kept.
 pub fn sanitize_for_tty(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars().peekable();
@@ -441,6 +509,8 @@ pub fn sanitize_for_tty(s: &str) -> String {
             },
             '\n' | '\t' => out.push(c),
             c if c.is_control() => {}
+            // Bidirectional overrides and isolates can make text display in another order.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {}
             c => out.push(c),
         }
     }
@@ -465,6 +535,10 @@ mod tests {
             ("del\u{7f}", "del"),
             ("ユニコード ok", "ユニコード ok"),
             ("lone esc\u{1b}", "lone esc"),
+            (
+                "bidi \u{202e}txt.exe\u{202c} \u{2066}x\u{2069}",
+                "bidi txt.exe x",
+            ),
         ];
         for (input, want) in cases {
             assert_eq!(sanitize_for_tty(input), want, "{input:?}");
@@ -499,6 +573,13 @@ mod tests {
         const NAME: &str = "term::tests::sigint_terminates_again_after_a_signal_pipe_is_dropped";
         if std::env::var_os("KODAMA_TERM_SIGINT_CHILD").is_some() {
             drop(SignalPipe::new(libc::SIGINT).expect("watch"));
+            // While a second watcher is active, SIGINT is its to handle, not a termination.
+            let a = SignalPipe::new(libc::SIGINT).expect("watch");
+            let b = SignalPipe::new(libc::SIGINT).expect("watch");
+            drop(a);
+            let _ = signal_hook::low_level::raise(libc::SIGINT);
+            assert!(b.take(), "the remaining watcher saw SIGINT");
+            drop(b);
             let _ = signal_hook::low_level::raise(libc::SIGINT);
             // Only reached when SIGINT was swallowed: the parent sees a normal exit and fails.
             std::thread::sleep(Duration::from_secs(5));

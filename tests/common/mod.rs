@@ -238,8 +238,35 @@ impl Kodama {
     /// A `Command` for the binary with this environment (stdin null unless changed).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.args(args)
-            .current_dir(self.cwd.path())
+        c.args(args);
+        self.configure(&mut c);
+        c
+    }
+
+    /// Run the binary on a pseudo-terminal (util-linux `script`), typing `input`; stdout and stderr
+    /// both arrive in `Out::stdout` (a terminal merges them), with CR LF line ends.
+    pub fn run_tty(&self, args: &[&str], input: &[u8]) -> Out {
+        let mut line = shell_quote(&bin().display().to_string());
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        let mut c = Command::new("script");
+        c.args(["-qec", &line, "/dev/null"]);
+        self.configure(&mut c);
+        c.stdin(Stdio::piped());
+        let mut child = c.spawn().expect("spawn script (util-linux)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = stdin.write_all(input);
+        let _ = stdin.flush();
+        // Keep stdin open until the command ends, so `script` does not hang up early.
+        let out = child.wait_with_output().expect("wait script");
+        drop(stdin);
+        to_out(out)
+    }
+
+    fn configure(&self, c: &mut Command) {
+        c.current_dir(self.cwd.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.home.path())
@@ -252,7 +279,6 @@ impl Kodama {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        c
     }
 
     /// Run the binary to completion with stdin closed.
@@ -306,7 +332,12 @@ impl Kodama {
     /// The host directory backing a PVC (the simulator's local provisioner), e.g. to check that
     /// workspace files survive stop/resume.
     pub fn pvc_dir(&self, ns: &str, claim: &str) -> PathBuf {
-        self.sim.data_dir().join("pvc").join(ns).join(claim)
+        self.sim
+            .data_dir()
+            .join("kubelet")
+            .join("pvc")
+            .join(ns)
+            .join(claim)
     }
 
     /// Wait until session `s`'s pod is gone from the store.
@@ -423,7 +454,9 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", "test@example.com")
         .env("GIT_COMMITTER_NAME", "Test")
         .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        // The bare repositories belong to uid 1000 (the pod user); trust them here too (only the
+        // global/system config may set safe.directory).
+        .env("GIT_CONFIG_GLOBAL", test_gitconfig())
         .output()
         .expect("run git");
     assert!(
@@ -456,9 +489,31 @@ pub fn bare_repo(root: &TempDir, files: &[(&str, &str)]) -> PathBuf {
             bare.to_str().expect("utf8"),
         ],
     );
+    // Owned by the pod user (uid 1000): git refuses repositories owned by someone else
+    // ("dubious ownership"), also as the source of a local clone.
     let _ = Command::new("chmod")
         .args(["-R", "a+rX"])
         .arg(&bare)
         .status();
+    let _ = Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(&bare)
+        .status();
     bare
+}
+
+/// A global git config for the tests' own git commands: trusts every directory.
+fn test_gitconfig() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("kodama-e2e-gitconfig-{}", std::process::id()));
+    if !p.exists() {
+        let tmp = p.with_extension(format!("tmp{}", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&tmp, "[safe]\n\tdirectory = *\n").expect("write test gitconfig");
+        let _ = std::fs::rename(&tmp, &p);
+    }
+    p
+}
+
+/// Single-quote `s` for sh.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -72,6 +72,14 @@ fn authentication_and_authorization() {
         f.json()["message"],
         r#"pods is forbidden: User "sim-restricted" cannot list resource "pods" in API group "" at the cluster scope"#
     );
+    let f = r
+        .get("/api/v1/namespaces/default/pods/x/exec?command=sh")
+        .expect("exec");
+    assert_eq!(f.code, 403);
+    assert_eq!(
+        f.json()["message"],
+        r#"pods "x" is forbidden: User "sim-restricted" cannot get resource "pods/exec" in API group "" in the namespace "default""#
+    );
     // Discovery is open to every authenticated user.
     assert_eq!(r.get("/api/v1").expect("disc").code, 200);
 
@@ -1234,4 +1242,71 @@ fn delete_collection_honours_selectors() {
     assert!(c.get("configmaps", "default", "c").is_some());
     let j = c.journal();
     assert_eq!(j.last().expect("entry").method, "DELETE");
+}
+
+#[test]
+fn concurrent_patches_lose_no_update() {
+    let c = cluster();
+    let a = admin(&c);
+    a.post(
+        "/api/v1/namespaces/default/configmaps",
+        &cm("hot", json!({})),
+    )
+    .expect("cm");
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                let mut conn = a.connect().expect("conn");
+                for i in 0..10 {
+                    let body = format!(r#"{{"data":{{"k{t}-{i}":"v"}}}}"#);
+                    conn.send(
+                        "PATCH",
+                        "/api/v1/namespaces/default/configmaps/hot",
+                        Some("application/merge-patch+json"),
+                        &[],
+                        body.as_bytes(),
+                    )
+                    .expect("send");
+                    assert_eq!(conn.read_response().expect("resp").code, 200);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("thread");
+    }
+    let data = c.get("configmaps", "default", "hot").expect("cm")["data"].clone();
+    assert_eq!(data.as_object().expect("data").len(), 61, "{data}");
+}
+
+#[test]
+fn watch_expiry_fault() {
+    let c = cluster();
+    let a = admin(&c);
+    c.faults().expire_next_watch("/configmaps?watch");
+    let mut w = a
+        .watch("/api/v1/namespaces/default/configmaps?watch=1")
+        .expect("watch");
+    assert_eq!(w.code, 200);
+    let e = w
+        .next_event(Duration::from_secs(5))
+        .expect("ev")
+        .expect("some");
+    assert_eq!(e["type"], "ERROR");
+    assert_eq!(e["object"]["code"], 410);
+    assert_eq!(e["object"]["reason"], "Expired");
+    assert!(w.next_event(Duration::from_secs(5)).expect("end").is_none());
+    // One-shot: the next watch works.
+    a.post("/api/v1/namespaces/default/configmaps", &cm("x", json!({})))
+        .expect("cm");
+    let mut w = a
+        .watch("/api/v1/namespaces/default/configmaps?watch=1")
+        .expect("watch");
+    assert_eq!(
+        w.next_event(Duration::from_secs(5))
+            .expect("ev")
+            .expect("some")["type"],
+        "ADDED"
+    );
 }

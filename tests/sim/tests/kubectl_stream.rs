@@ -389,6 +389,45 @@ fn kubectl_against_the_simulated_cluster() {
     );
     let o = k.run(&["delete", "pod", "box", "--grace-period=1"], None);
     assert!(o.status.success(), "{}", text(&o));
+    // attach (stdinOnce) and logs -f through the API server.
+    let talk = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talk", "namespace": "default"},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox", "stdin": true, "stdinOnce": true,
+                "command": ["sh", "-c", "while read l; do echo got:$l; done; echo bye"]}]}
+    });
+    let mf = work.join("talk.json");
+    std::fs::write(&mf, talk.to_string()).expect("manifest");
+    let o = k.run(
+        &[
+            "create",
+            "--validate=false",
+            "-f",
+            mf.to_str().expect("utf8"),
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = k.run(
+        &["wait", "--for=condition=Ready", "pod/talk", "--timeout=60s"],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = k.run(&["attach", "-i", "talk"], Some(b"hello\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("got:hello\nbye\n"),
+        "{}",
+        text(&o)
+    );
+    let o = k.run(&["logs", "-f", "talk"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "got:hello\nbye\n",
+        "{}",
+        text(&o)
+    );
     sim.stop();
 }
 

@@ -37,6 +37,7 @@ pub struct FaultState {
     fails: Mutex<Vec<FailRule>>,
     latencies: Mutex<Vec<LatencyRule>>,
     drops: Mutex<Vec<DropRule>>,
+    watch_expiries: Mutex<Vec<String>>,
 }
 
 fn matches(method: &Option<String>, pattern: &str, req_method: &str, target: &str) -> bool {
@@ -84,7 +85,24 @@ impl FaultState {
         });
     }
 
+    pub fn add_watch_expiry(&self, pattern: &str) {
+        lock(&self.watch_expiries).push(pattern.into());
+    }
+
+    /// Should this watch start with an in-band 410 Expired (one-shot)?
+    pub fn take_watch_expiry(&self, target: &str) -> bool {
+        let mut g = lock(&self.watch_expiries);
+        match g.iter().position(|p| target.contains(p.as_str())) {
+            Some(i) => {
+                g.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn clear(&self) {
+        lock(&self.watch_expiries).clear();
         lock(&self.fails).clear();
         lock(&self.latencies).clear();
         lock(&self.drops).clear();
@@ -115,6 +133,11 @@ impl FaultState {
             503 => ("ServiceUnavailable", "the server is currently unable to handle the request"),
             504 => ("Timeout", "the server was unable to return a response in the time allotted, but may still be processing the request"),
             500 => ("InternalError", "an error on the server (\"injected fault\") has prevented the request from succeeding"),
+            410 => ("Expired", "The resourceVersion for the provided list is too old."),
+            401 => ("Unauthorized", "Unauthorized"),
+            403 => ("Forbidden", "forbidden: injected fault"),
+            404 => ("NotFound", "the server could not find the requested resource"),
+            409 => ("Conflict", "Operation cannot be fulfilled: injected fault"),
             _ => ("", "injected fault"),
         };
         let mut e = ApiError::new(r.code, reason, msg, None);

@@ -185,9 +185,10 @@ pub fn handle(
                 body.as_bytes(),
             ))
         }
-        Ok(Resp::Watch(spec)) => {
+        Ok(Resp::Watch(mut spec)) => {
             entry.code = 200;
             api.record(entry);
+            spec.force_expired = api.faults.take_watch_expiry(&target);
             match run_watch(api, &spec, conn) {
                 Ok(()) => Outcome::KeepAlive,
                 Err(_) => Outcome::Close,
@@ -1368,20 +1369,29 @@ fn patch_object(
         let p: Json = serde_json::from_slice(&req.body).map_err(|e| {
             ApiError::bad_request(format!("couldn't decode the patch as JSON: {e}"))
         })?;
-        let cur = get(api, rd, ns, name)?;
-        let mut new = cur.clone();
-        match ct.as_str() {
-            "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
-            "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p),
-            "application/json-patch+json" => json_patch(&mut new, &p)?,
-            other => {
-                return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"), None));
+        // Like the real server, a patch without a resourceVersion precondition is retried when
+        // a concurrent write wins the race.
+        let mut attempts = 0;
+        loop {
+            let cur = get(api, rd, ns, name)?;
+            let mut new = cur.clone();
+            match ct.as_str() {
+                "application/merge-patch+json" => patch::merge_patch(&mut new, &p),
+                "application/strategic-merge-patch+json" => patch::strategic_merge(&mut new, &p),
+                "application/json-patch+json" => json_patch(&mut new, &p)?,
+                other => {
+                    return Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {other:?})"), None));
+                }
+            }
+            if p["metadata"]["resourceVersion"].is_null() {
+                new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+            }
+            let precondition = !p["metadata"]["resourceVersion"].is_null();
+            match replace(api, rd, ns, name, new, status_only, manager, dry_run(req)) {
+                Err(e) if e.code == 409 && !precondition && attempts < 5 => attempts += 1,
+                other => return other,
             }
         }
-        if p["metadata"]["resourceVersion"].is_null() {
-            new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-        }
-        replace(api, rd, ns, name, new, status_only, manager, dry_run(req))
     }
 }
 
@@ -1672,6 +1682,8 @@ pub struct WatchSpec {
     bookmarks: bool,
     timeout: Duration,
     table: Option<Option<String>>,
+    /// Fault injection: answer with an in-band 410 Expired at once.
+    force_expired: bool,
 }
 
 fn watch_spec(
@@ -1711,6 +1723,7 @@ fn watch_spec(
         bookmarks: req.q_bool("allowWatchBookmarks"),
         timeout: Duration::from_secs(timeout),
         table,
+        force_expired: false,
     })
 }
 
@@ -1753,6 +1766,21 @@ fn run_watch(api: &Arc<Api>, spec: &WatchSpec, conn: &mut dyn Write) -> io::Resu
     let (epoch, mut last_rv, initial) = {
         let g = api.store.read();
         match spec.from_rv {
+            _ if spec.force_expired => {
+                let rv = spec.from_rv.unwrap_or(g.rv);
+                let st = status_failure(
+                    410,
+                    "Expired",
+                    &format!("too old resource version: {rv} ({})", g.rv),
+                    None,
+                );
+                drop(g);
+                let mut line =
+                    serde_json::to_vec(&json!({"type": "ERROR", "object": st})).unwrap_or_default();
+                line.push(b'\n');
+                w.write_all(&line)?;
+                return w.finish();
+            }
             Some(rv) if rv < g.compacted_rv => {
                 let st = status_failure(
                     410,

@@ -127,6 +127,15 @@ impl<S: Read + Write> BufConn<S> {
             head,
             body_too_large: false,
         };
+        // curl and others wait for an interim 100 before sending large bodies.
+        if req
+            .header("expect")
+            .map(|v| v.eq_ignore_ascii_case("100-continue"))
+            .unwrap_or(false)
+        {
+            self.inner.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            self.inner.flush()?;
+        }
         let chunked = req
             .header("transfer-encoding")
             .map(|v| v.to_ascii_lowercase().contains("chunked"))
@@ -371,6 +380,18 @@ mod tests {
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).expect("rest");
         assert_eq!(rest, b"LEFTOVER");
+    }
+
+    #[test]
+    fn expect_continue_gets_an_interim_response() {
+        let raw = b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok";
+        let mut c = BufConn::new(Pipe {
+            input: io::Cursor::new(raw.to_vec()),
+            output: vec![],
+        });
+        let r = c.read_request().expect("r").expect("some");
+        assert_eq!(r.body, b"ok");
+        assert_eq!(c.inner.output, b"HTTP/1.1 100 Continue\r\n\r\n");
     }
 
     #[test]

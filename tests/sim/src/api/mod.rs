@@ -212,7 +212,12 @@ impl Faults {
     pub fn drop_stream_after(&self, path_contains: &str, bytes: u64) {
         self.api.faults.add_drop(path_contains, bytes);
     }
-    /// Remove every request rule (fail, latency, drop).
+    /// The next watch whose `path?query` contains `path_contains` gets an in-band `ERROR` event
+    /// with a 410 Expired Status and ends (as when its resourceVersion is too old).
+    pub fn expire_next_watch(&self, path_contains: &str) {
+        self.api.faults.add_watch_expiry(path_contains);
+    }
+    /// Remove every request rule (fail, latency, drop, watch expiry).
     pub fn clear(&self) {
         self.api.faults.clear();
     }

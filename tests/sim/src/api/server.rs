@@ -131,22 +131,22 @@ impl Listener {
     pub fn start(api: Arc<Api>, port: u16) -> io::Result<Listener> {
         let l = TcpListener::bind(("127.0.0.1", port))?;
         let addr = l.local_addr()?;
-        l.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("sim-api-accept".into())
             .spawn(move || {
+                // Blocking accept; `stop` wakes it with a connection of its own.
                 while !stop2.load(Ordering::SeqCst) {
                     match l.accept() {
                         Ok((tcp, _)) => {
+                            if stop2.load(Ordering::SeqCst) {
+                                break;
+                            }
                             let api = api.clone();
                             let _ = std::thread::Builder::new()
                                 .name("sim-api-conn".into())
                                 .spawn(move || serve_connection(api, tcp));
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(5));
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
                     }
@@ -163,6 +163,7 @@ impl Listener {
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
             let _ = t.join();
         }
     }

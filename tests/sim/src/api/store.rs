@@ -288,7 +288,12 @@ impl ClusterState for Store {
                 .get(&key("pods", namespace, pod))
                 .cloned()
                 .unwrap_or_else(|| json!({"metadata": {"namespace": namespace, "name": pod}}));
-            i.record_event(&involved, "Pod", type_, reason, message, "kubelet");
+            // Scheduling events come from the scheduler on a real cluster.
+            let component = match reason {
+                "Scheduled" | "FailedScheduling" | "Preempted" => "default-scheduler",
+                _ => "kubelet",
+            };
+            i.record_event(&involved, "Pod", type_, reason, message, component);
         });
     }
 }
@@ -329,6 +334,18 @@ mod tests {
         let evs = s.read().list("events", Some("d"));
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0].1["involvedObject"]["uid"], "u");
+        assert_eq!(evs[0].1["source"]["component"], "kubelet");
+        s.record_event(
+            "d",
+            "p",
+            "Normal",
+            "Scheduled",
+            "Successfully assigned d/p to node",
+        );
+        let evs = s.read().list("events", Some("d"));
+        assert!(evs
+            .iter()
+            .any(|(_, e)| e["source"]["component"] == "default-scheduler"));
         s.finish_pod_deletion("d", "p");
         assert!(s.get("pods", "d", "p").is_none());
         assert_eq!(s.read().history.back().expect("ev").ty, EvType::Deleted);

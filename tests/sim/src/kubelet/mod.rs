@@ -407,7 +407,7 @@ impl Inner {
         let obj = self.obj(pod);
         let st = {
             let mut rt = lock(&pod.rt);
-            let st = build_status(&self.cfg, pod, &obj, &mut rt);
+            let st = build_status(&obj, &mut rt);
             if rt.published.as_ref() == Some(&st) {
                 return;
             }
@@ -493,7 +493,7 @@ impl Inner {
 }
 
 /// Build the pod's `status` from the runtime state.
-fn build_status(cfg: &KubeletConfig, pod: &Pod, obj: &Json, rt: &mut Rt) -> Json {
+fn build_status(obj: &Json, rt: &mut Rt) -> Json {
     let now = SystemTime::now();
     let mut conds = Vec::new();
     let mut cond =
@@ -591,7 +591,7 @@ fn build_status(cfg: &KubeletConfig, pod: &Pod, obj: &Json, rt: &mut Rt) -> Json
         if let Some(t) = rt.start_time {
             st["startTime"] = json!(rfc3339(t));
         }
-        let render = |c: &Ctr| ctr_status(cfg, pod, c);
+        let render = ctr_status;
         if !rt.init.is_empty() {
             st["initContainerStatuses"] = json!(rt.init.iter().map(render).collect::<Vec<_>>());
         }
@@ -636,7 +636,7 @@ fn state_json(s: &CState, cid: &str) -> Json {
     }
 }
 
-fn ctr_status(_cfg: &KubeletConfig, pod: &Pod, c: &Ctr) -> Json {
+fn ctr_status(c: &Ctr) -> Json {
     let running = c.running();
     let image_id = format!("sim.local/{}@sha256:{}", c.image, hex_id(&[&c.image]));
     let mut s = json!({
@@ -652,7 +652,6 @@ fn ctr_status(_cfg: &KubeletConfig, pod: &Pod, c: &Ctr) -> Json {
     if c.instance > 0 {
         s["containerID"] = json!(format!("sim://{}", c.container_id));
     }
-    let _ = &pod.uid;
     s
 }
 
@@ -1056,7 +1055,7 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
             inner.publish(pod);
             // Wait for it to exit.
             let code = loop {
-                if let Some(code) = reap(inner, pod, true, i) {
+                if let Some(code) = reap(pod, true, i) {
                     break code;
                 }
                 if inner.wait(pod, Duration::from_millis(30)) {
@@ -1096,7 +1095,7 @@ fn run_pod(inner: &Arc<Inner>, pod: &Arc<Pod>) -> bool {
         }
         let n = lock(&pod.rt).main.len();
         for i in 0..n {
-            if reap(inner, pod, false, i).is_some() {
+            if reap(pod, false, i).is_some() {
                 let restart = {
                     let rt = lock(&pod.rt);
                     let code = match rt.main[i].state {
@@ -1415,7 +1414,7 @@ fn start_failed(inner: &Arc<Inner>, pod: &Arc<Pod>, init: bool, i: usize, e: Sta
 }
 
 /// If the container's process exited, record it; returns the exit code.
-fn reap(inner: &Arc<Inner>, pod: &Arc<Pod>, init: bool, i: usize) -> Option<i32> {
+fn reap(pod: &Arc<Pod>, init: bool, i: usize) -> Option<i32> {
     let mut rt = lock(&pod.rt);
     let c = ctr_mut(&mut rt, init, i);
     let r = c.run.as_mut()?;
@@ -1458,7 +1457,6 @@ fn reap(inner: &Arc<Inner>, pod: &Arc<Pod>, init: bool, i: usize) -> Option<i32>
         finished: SystemTime::now(),
     };
     drop(rt);
-    let _ = inner;
     Some(code)
 }
 

@@ -176,7 +176,7 @@ pub fn serve(inner: &Arc<Inner>, req: StreamRequest, mut conn: Box<dyn Conn>) {
         return;
     };
     match plan {
-        Plan::Exec(x) => exec(inner, &pod, &mut ws, proto, x),
+        Plan::Exec(x) => exec(&pod, &mut ws, proto, x),
         Plan::Attach(a) => attach(&mut ws, proto, a),
         Plan::PortForward(ports) => port_forward(&pod, &mut ws, ports),
     }
@@ -533,7 +533,53 @@ fn resize(fd: &OwnedFd, payload: &[u8]) {
     }
 }
 
-fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPlan) {
+/// Send the queued ready frame, then wait (up to 500 ms) for the client's first resize frame and
+/// apply it; stdin arriving meanwhile is queued. False when the client went away.
+fn initial_resize(
+    ws: &mut Ws,
+    rx: &Receiver<Msg>,
+    master: &OwnedFd,
+    proto: Proto,
+    sin: &Sender<Option<Vec<u8>>>,
+) -> bool {
+    while let Ok(Msg::Frame(ch, data)) = rx.try_recv() {
+        let mut b = vec![ch];
+        b.extend_from_slice(&data);
+        if ws.write(Message::Binary(b.into())).is_err() {
+            return false;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match ws.flush() {
+            Ok(()) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return false,
+        }
+        match ws.read() {
+            Ok(Message::Binary(b)) => match b.first() {
+                Some(4) => {
+                    resize(master, &b[1..]);
+                    return true;
+                }
+                Some(0) => {
+                    let _ = sin.send(Some(b[1..].to_vec()));
+                }
+                Some(255) if proto == Proto::V5 && b.len() == 2 && b[1] == 0 => {
+                    let _ = sin.send(None);
+                }
+                _ => {}
+            },
+            Ok(Message::Close(_)) => return false,
+            Ok(_) => {}
+            Err(e) if is_timeout(&e) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn exec(pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPlan) {
     let (tx, rx) = channel::<Msg>();
     let _ = tx.send(Msg::Frame(first_channel(x.stdout, x.stderr), Vec::new()));
     let (io, master) = if x.tty {
@@ -548,9 +594,16 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
     } else {
         (proc::Io::Pipes { stdin: x.stdin }, None)
     };
+    let (sin_tx, sin_rx) = channel::<Option<Vec<u8>>>();
+    if let Some(m) = &master {
+        // Clients send the terminal size right after the upgrade: apply it before the command
+        // starts, so its first look at the terminal (e.g. `stty size`) is already right.
+        if !initial_resize(ws, &rx, m, proto, &sin_tx) {
+            return;
+        }
+    }
     // The process is spawned, read and reaped on its own thread: its parent-death signal is tied
     // to that thread, which lives exactly as long as the process.
-    let (sin_tx, sin_rx) = channel::<Option<Vec<u8>>>();
     let (pid_tx, pid_rx) = channel::<Option<i32>>();
     let tx_w = tx.clone();
     let master_w = master.as_ref().and_then(|m| m.try_clone().ok());
@@ -655,7 +708,6 @@ fn exec(inner: &Arc<Inner>, pod: &Arc<Pod>, ws: &mut Ws, proto: Proto, x: ExecPl
         // (it is still killed with the pod).
         std::thread::spawn(cleanup);
     }
-    let _ = inner;
 }
 
 fn attach(ws: &mut Ws, proto: Proto, a: AttachPlan) {

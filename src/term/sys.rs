@@ -1,8 +1,6 @@
-//! The few raw process syscalls the in-pod runner needs: start a new session (detach from the exec
-//! connection), signal a process group, ignore SIGPIPE, and tell whether a pid is a live process.
-//!
-//! NOTE for the lead: the crate rule says unsafe code lives in `term/`; these four calls are kept
-//! here, small and documented, until they can move there (they have no terminal to do with).
+//! The few raw process syscalls kodama needs outside the terminal proper: start a new session (detach
+//! from the exec connection), signal a process group, ignore SIGPIPE, and tell whether a pid is a live
+//! process. Used by the in-pod agent runner and the background sync process.
 //!
 //! May import: error.
 
