@@ -24,9 +24,21 @@ use crate::run::records::{self, Access, StartRequest};
 use crate::run::{RunMeta, RunStatus};
 use crate::term::{self, sanitize_for_tty};
 
+/// Environment switch for the simulated cluster and demos, whose pods run on this very machine: also
+/// copy a dynamically linked kodama binary into the pod (normally only a static build is used).
+pub const ALLOW_DYNAMIC_ENV: &str = "KODAMA_AGENT_ALLOW_DYNAMIC";
+
+/// How the in-pod helper is installed (defaults, plus [`ALLOW_DYNAMIC_ENV`]).
+pub fn install_options() -> InstallOptions {
+    InstallOptions {
+        allow_dynamic: std::env::var(ALLOW_DYNAMIC_ENV).is_ok_and(|v| v == "1"),
+        ..InstallOptions::default()
+    }
+}
+
 /// How to reach the run records in this pod: our binary when it runs there, else sh.
 pub fn access(remote: &dyn Remote) -> Result<Access> {
-    Ok(match ensure_agent(remote, &InstallOptions::default())? {
+    Ok(match ensure_agent(remote, &install_options())? {
         AgentMode::Agent { path } => Access::Binary(path),
         AgentMode::Fallback { .. } => Access::Shell,
     })
@@ -163,7 +175,7 @@ pub fn logs(ctx: &Ctx, args: &LogsArgs) -> Result<()> {
         &mut out,
     )?;
     out.flush().map_err(|e| Error::io("<stdout>", e))?;
-    if args.follow && !args.raw {
+    if args.follow {
         let what = match (meta.status, meta.reason.as_deref()) {
             (RunStatus::Failed, Some(r)) => format!("failed: {}", sanitize_for_tty(r)),
             (s, _) => s.as_str().to_string(),

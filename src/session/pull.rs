@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::ctx::Ctx;
 use super::{resolve, syncd};
-use crate::agent::install::{ensure_agent, InstallOptions};
+use crate::agent::install::ensure_agent;
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
 use crate::manifest::WORKSPACE_DIR;
@@ -41,7 +41,7 @@ pub fn pull(ctx: &Ctx, args: &PullArgs) -> Result<()> {
     let local = std::path::absolute(&local).map_err(|e| Error::io(&local, e))?;
     std::fs::create_dir_all(&local).map_err(|e| Error::io(&local, e))?;
     let rules = syncd::sync_rules(ctx, &local)?;
-    let mode = ensure_agent(&remote, &InstallOptions::default())?;
+    let mode = ensure_agent(&remote, &super::agentcmds::install_options())?;
     let remote_path = args.remote_path.clone().unwrap_or_default();
     let rep = pull_files(
         &remote,

@@ -17,7 +17,7 @@
 //! (`stop_daemon`) or on a safety stop (mass deletion, sync directory gone), which it records as
 //! an Error with the reason.
 //!
-//! May import: session::{ctx, resolve, podremote}, config, kube, sync, agent, run (sys helpers), term,
+//! May import: session::{ctx, resolve, podremote}, config, kube, sync, agent, term (incl. sys),
 //! error.
 
 use std::fs::{self, OpenOptions};
@@ -38,15 +38,17 @@ use crate::config::{self, time as ktime, Layer, SessionRecord};
 use crate::error::{Error, Result};
 use crate::manifest::WORKSPACE_DIR;
 use crate::remote::Remote;
-use crate::run::sys;
 use crate::sync::engine::{self as eng, StopHandle, SyncEngine, SyncOptions, SyncStatus};
 use crate::sync::ignore::{IgnoreOptions, IgnoreRules};
+use crate::term::sys;
 use crate::term::{self, SignalPipe};
 
 /// Environment variable that selects the stage of `sync-daemon` (internal).
 const STAGE_ENV: &str = "KODAMA_SYNC_DAEMON_STAGE";
 /// A live daemon that has not written its status for this long is reported as not responding.
 const STALE_AFTER: Duration = Duration::from_secs(120);
+/// How often a running daemon refreshes `updatedAt` in its status file.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 /// How long `stop_daemon` waits for a clean exit before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Log rotation threshold.
@@ -182,12 +184,12 @@ fn write_status(p: &SyncPaths, st: &StatusFile) -> Result<()> {
     write_atomic(&p.status, &data)
 }
 
-/// Write `data` to `path` through a 0600 temp file in the same directory and a rename.
+/// Write `data` to `path` through a 0600 temp file in the same directory and a rename. The directory
+/// must exist: a daemon whose config directory was removed must not recreate it.
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::msg(format!("{} has no parent directory", path.display())))?;
-    ensure_dir(dir)?;
     let tmp = dir.join(format!(
         ".{}.tmp.{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
@@ -553,6 +555,7 @@ fn sync_once(ctx: &Ctx, name: &str) -> Result<()> {
     let (_, local) = synced_record(ctx, name)?;
     let rules = sync_rules(ctx, &local)?;
     let mut opts = SyncOptions::new(WORKSPACE_DIR);
+    opts.install = super::agentcmds::install_options();
     opts.state_file = Some(state_file(ctx, name)?);
     let mut engine = SyncEngine::new(rules, opts);
     let found = resolve::find(ctx, name)?;
@@ -687,6 +690,7 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         let (_, local) = synced_record(ctx, name)?;
         let rules = sync_rules(ctx, &local)?;
         let mut opts = SyncOptions::new(WORKSPACE_DIR);
+        opts.install = super::agentcmds::install_options();
         opts.state_file = Some(p.state.clone());
         let mut engine = SyncEngine::new(rules, opts);
         log(&format!(
@@ -696,7 +700,30 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
 
         let stop = StopHandle::new();
         let done = Arc::new(AtomicBool::new(false));
-        let watcher = spawn_signal_watcher(stop.clone(), Arc::clone(&done))?;
+        let session_file = ctx.store()?.path_for(name)?;
+        let session_exists = {
+            let f = session_file.clone();
+            move || f.exists()
+        };
+        // The last status, shared with the watcher thread's heartbeat (the engine reports nothing
+        // while idle without the agent, and a silent status must not look like a hung process).
+        let shared: Arc<std::sync::Mutex<Option<StatusFile>>> = Arc::default();
+        let heartbeat = {
+            let shared = Arc::clone(&shared);
+            let p = p.clone();
+            let session_exists = session_exists.clone();
+            Box::new(move || {
+                let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if !session_exists() {
+                    return;
+                }
+                if let Some(st) = g.as_mut() {
+                    st.updated_at = ktime::now_rfc3339();
+                    let _ = write_status(&p, st);
+                }
+            }) as Box<dyn Fn() + Send>
+        };
+        let watcher = spawn_watcher(stop.clone(), Arc::clone(&done), session_file, heartbeat)?;
 
         let fg = Foreground {
             tty: term::stderr_is_tty(),
@@ -704,7 +731,15 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
         };
         let prev = std::sync::Mutex::new((String::new(), 0u64, 0u64));
         let status = |s: &SyncStatus| {
-            let _ = write_status(&p, &StatusFile::from_engine(s, me));
+            {
+                let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                let st = StatusFile::from_engine(s, me);
+                // Never write into a deleted session's (or a removed config directory's) files.
+                if session_exists() {
+                    let _ = write_status(&p, &st);
+                }
+                *g = Some(st);
+            }
             if foreground {
                 fg.show(s);
             }
@@ -735,6 +770,12 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
             }
         };
         let factory = || -> Result<Box<dyn Remote>> {
+            // The session was deleted (its file removed): nothing left to sync to.
+            if matches!(ctx.store().and_then(|st| st.load(name)), Ok(None)) {
+                log("the session file is gone (session deleted); stopping");
+                stop.stop();
+                return Err(Error::msg(format!("session \"{name}\" was deleted")));
+            }
             let found = resolve::find(ctx, name)?;
             let remote = resolve::remote_for(ctx, &found)?;
             Ok(Box::new(remote))
@@ -769,13 +810,23 @@ fn run_engine(ctx: &Ctx, name: &str, foreground: bool) -> Result<()> {
     if read_pid(&p) == Some(me) {
         let _ = fs::remove_file(&p.pid);
     }
+    // A deleted session leaves no sync files behind.
+    if matches!(ctx.store().and_then(|st| st.path_for(name)), Ok(f) if !f.exists()) {
+        for f in [&p.status, &p.state] {
+            let _ = fs::remove_file(f);
+        }
+    }
     result
 }
 
-/// A thread that turns SIGTERM/SIGINT/SIGHUP into `stop.stop()`; it ends when `done` is set.
-fn spawn_signal_watcher(
+/// A thread that turns SIGTERM/SIGINT/SIGHUP into `stop.stop()`, and also stops the engine when the
+/// session file disappears (the session was deleted, or the whole config directory removed); it ends
+/// when `done` is set.
+fn spawn_watcher(
     stop: StopHandle,
     done: Arc<AtomicBool>,
+    session_file: PathBuf,
+    heartbeat: Box<dyn Fn() + Send>,
 ) -> Result<std::thread::JoinHandle<()>> {
     let mut pipes = Vec::new();
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
@@ -785,11 +836,30 @@ fn spawn_signal_watcher(
         .name("sync signals".into())
         .spawn(move || {
             let fds: Vec<_> = pipes.iter().map(SignalPipe::fd).collect();
+            let mut checked = Instant::now();
+            let mut beat = Instant::now();
             while !done.load(Ordering::SeqCst) {
                 let ready = term::poll_readable(&fds, Duration::from_millis(100))
                     .unwrap_or_else(|_| vec![false; fds.len()]);
                 if ready.iter().any(|r| *r) || pipes.iter().any(SignalPipe::take) {
                     stop.stop();
+                }
+                if beat.elapsed() >= HEARTBEAT {
+                    beat = Instant::now();
+                    heartbeat();
+                }
+                if checked.elapsed() >= Duration::from_secs(2) {
+                    checked = Instant::now();
+                    if !stop.is_stopped()
+                        && matches!(fs::symlink_metadata(&session_file), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+                    {
+                        eprintln!(
+                            "{} the session file {} is gone (session deleted); stopping",
+                            ktime::now_rfc3339(),
+                            session_file.display()
+                        );
+                        stop.stop();
+                    }
                 }
             }
         })
@@ -823,6 +893,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tmpdir("atomic");
         let p = paths(&d, "s1");
+        ensure_dir(&p.dir).expect("mkdir");
         write_status(&p, &status("active", 7, None)).expect("write");
         let mode = fs::metadata(&p.status).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -842,6 +913,7 @@ mod tests {
         // No file: Inactive.
         assert_eq!(state_from(&d, "s"), SyncState::Inactive);
         let p = paths(&d, "s");
+        ensure_dir(&p.dir).expect("mkdir");
         // A dead pid (or one that is not our daemon) that claims Active: loud Error.
         let dead = u32::MAX - 7;
         write_status(&p, &status("active", dead, None)).expect("write");
