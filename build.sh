@@ -276,16 +276,10 @@ cmd_demo() {
   # Simulated pods run on this machine's filesystem as uid 1000: the repository must be theirs,
   # or git refuses it as "dubious ownership".
   chown -R 1000:1000 "$DEMO_TMP/greeter.git"
-  # Workaround until the clone marks /workspace as a safe directory itself: the PVC's root is
-  # owned by root (as on real clusters), so git in the pod would refuse it.
-  printf 'GIT_CONFIG_COUNT=1\nGIT_CONFIG_KEY_0=safe.directory\nGIT_CONFIG_VALUE_0=/workspace\n' >"$DEMO_TMP/git-safe.env"
   cat >"$KODAMA_CONFIG_DIR/config.yaml" <<YAML
 # Written by ./build.sh demo: the agent is a local script, so the demo needs no API key.
 agent:
   command: [$DEMO_TMP/agent/demo-agent]
-defaults:
-  env:
-    dotenvFiles: [$DEMO_TMP/git-safe.env]
 YAML
   cd "$DEMO_TMP"
 
