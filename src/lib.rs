@@ -1,8 +1,8 @@
 //! kodama: a kubectl plugin that runs AI coding-agent sessions in Kubernetes pods.
 //!
 //! Module map (imports point down only; see README "Architecture"):
-//! `cli` → `session` → {`sync`, `agent`, `run`, `manifest`, `git`, `envfile`, `config`} → `kube`, `term`
-//! → `remote`, `secret`, `error`.
+//! `cli` → `session` → {`sync`, `agent`, `run`, `manifest`, `git`, `envfile`} → `config` → `kube`
+//! → `term` → `remote`, `secret`, `error`. (`cli` yields plain data; `session` reads it.)
 //!
 //! May import: every module (declarations only).
 
