@@ -27,8 +27,23 @@ if [ "$mode" = launch ]; then
   if ! (set -C; echo "$id" >"$runs/current") 2>/dev/null; then
     cur=$(cat "$runs/current" 2>/dev/null)
     pid=$(sed -n 's/.*"pid":\([0-9][0-9]*\).*/\1/p' "$runs/$cur/meta.json" 2>/dev/null)
-    if grep -q '"status":"running"' "$runs/$cur/meta.json" 2>/dev/null &&
-       { [ -z "$pid" ] || kill -0 "$pid" 2>/dev/null; }; then
+    # Is that run's supervisor alive? Records live on the claude-home volume and outlive pods, so a
+    # pid from an earlier pod may now belong to another process: it must be our supervisor for this
+    # run directory. A record without a pid is a launch in progress, unless the lock is over a
+    # minute old (its pod went away mid-launch).
+    alive=
+    if [ -n "$pid" ]; then
+      if kill -0 "$pid" 2>/dev/null; then
+        if [ -r "/proc/$pid/cmdline" ]; then
+          tr '\000' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qxF "$runs/$cur" && alive=1
+        else
+          alive=1
+        fi
+      fi
+    elif [ -z "$(find "$runs/current" -mmin +1 2>/dev/null)" ]; then
+      alive=1
+    fi
+    if grep -q '"status":"running"' "$runs/$cur/meta.json" 2>/dev/null && [ -n "$alive" ]; then
       echo "kodama: run $cur is still active in this session (wait for it; --force needs the kodama binary in the pod)" >&2
       exit 3
     fi
