@@ -44,9 +44,12 @@ impl Real {
     /// Connects to `KODAMA_E2E_KUBECONFIG` and creates the test namespace; panics (never skips)
     /// when the variable is missing or the namespace cannot be created.
     fn new() -> Real {
-        let kubeconfig = PathBuf::from(std::env::var("KODAMA_E2E_KUBECONFIG").expect(
-            "KODAMA_E2E_KUBECONFIG must name the kubeconfig of the cluster to test (see ./build.sh e2e)",
-        ));
+        let kubeconfig = PathBuf::from(
+            std::env::var("KODAMA_E2E_KUBECONFIG")
+                .ok()
+                .filter(|s| !s.is_empty())
+                .expect("KODAMA_E2E_KUBECONFIG must name the kubeconfig of the cluster to test (see ./build.sh e2e)"),
+        );
         assert!(
             kubeconfig.is_file(),
             "KODAMA_E2E_KUBECONFIG={} is not a file",
@@ -257,9 +260,7 @@ fn real_start_list_attach_status_stop_resume_delete() {
         .ok()
         .stdout_has("Session:    life")
         .stdout_has("Status:     Running");
-    r.run(&["status", "nosuch"])
-        .fails()
-        .stderr_has("not found");
+    r.run(&["status", "nosuch"]).fails().stderr_has("not found");
 
     // attach --command: output, stderr, exit codes and stdin pass through.
     r.sh("life", "pwd; echo to-err >&2")
@@ -301,7 +302,11 @@ fn real_start_list_attach_status_stop_resume_delete() {
         .ok()
         .stdout_has("kodama-workspace-life");
     assert!(!r.session_file("life").exists());
-    assert_eq!(r.live_pvcs("life").len(), 2, "delete without --purge keeps the PVCs");
+    assert_eq!(
+        r.live_pvcs("life").len(),
+        2,
+        "delete without --purge keeps the PVCs"
+    );
     poll("the pod to be gone", 120, || !r.pod_exists("life"));
     r.run(&["delete", "life", "-f"]).ok();
     r.run(&["delete", "life", "-f", "--purge"]).ok();
@@ -314,7 +319,11 @@ fn real_dry_run_creates_nothing() {
     let r = Real::new();
     let out = r.run(&["start", "dry", "--no-sync", "--dry-run"]);
     out.ok();
-    for kind in ["kind: Pod", "kind: PersistentVolumeClaim", "kind: ConfigMap"] {
+    for kind in [
+        "kind: Pod",
+        "kind: PersistentVolumeClaim",
+        "kind: ConfigMap",
+    ] {
         assert!(out.stdout.contains(kind), "{kind} missing\n{out}");
     }
     let json = r.run(&["start", "dry", "--no-sync", "--dry-run", "-o", "json"]);
