@@ -142,6 +142,7 @@ cmd_e2e() {
 
 Each test creates a namespace kodama-e2e-<random> (it refuses to run if it exists) and deletes it
 afterwards. The user needs rights to create namespaces, and the cluster a default StorageClass.
+KUBECONFIG alone is not used, on purpose: name the cluster to test explicitly.
 HELP
     exit 2
   fi
