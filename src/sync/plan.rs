@@ -69,6 +69,20 @@ pub fn conflict_name(path: &str, mtime: i64) -> String {
     format!("{path}.kodama-conflict-{mtime}")
 }
 
+/// True when the local file `l` differs, to the nanosecond, from the state both sides last agreed
+/// on (`k`). A pod listing that keeps whole seconds (files written by `tar`) cannot show a same-size
+/// edit made within the second of the last sync; the agreed state can.
+fn changed_since_agreed(l: &Entry, k: Option<&Entry>) -> bool {
+    match k {
+        Some(k) if l.kind == Kind::File && k.kind == Kind::File => {
+            l.size != k.size
+                || l.mtime != k.mtime
+                || (l.mtime_nsec != 0 && k.mtime_nsec != 0 && l.mtime_nsec != k.mtime_nsec)
+        }
+        _ => false,
+    }
+}
+
 /// Plan the changes that make `remote` match `local`. `known` is the last state both sides agreed on
 /// (None after a fresh start: then nothing is deleted in the pod).
 pub fn plan(local: &Snapshot, remote: &Snapshot, known: Option<&Snapshot>) -> Vec<Change> {
@@ -82,9 +96,10 @@ pub fn plan(local: &Snapshot, remote: &Snapshot, known: Option<&Snapshot>) -> Ve
     let mut removed_early: BTreeSet<String> = BTreeSet::new();
 
     for (path, l) in local {
+        let edited = changed_since_agreed(l, known.and_then(|k| k.get(path)));
         match remote.get(path) {
             None => creates.push((path.clone(), l.clone())),
-            Some(r) if l.same(r) => {}
+            Some(r) if l.same(r) && !edited => {}
             Some(r) => {
                 let pod_changed = match known.and_then(|k| k.get(path)) {
                     Some(k) => !r.same(k),
@@ -114,7 +129,7 @@ pub fn plan(local: &Snapshot, remote: &Snapshot, known: Option<&Snapshot>) -> Ve
                         target: l.target.clone().unwrap_or_default(),
                     }),
                     Kind::File => {
-                        if l.same_content(r) && !pod_changed {
+                        if l.same_content(r) && !pod_changed && !edited {
                             updates.push(Change::Chmod {
                                 path: path.clone(),
                                 exec: l.exec,
@@ -324,6 +339,34 @@ mod tests {
             .iter()
             .map(|(p, e)| (p.to_string(), e.clone()))
             .collect()
+    }
+
+    #[test]
+    fn a_same_size_edit_within_the_second_of_the_last_sync_is_sent() {
+        // The pod's copy came from tar (whole seconds); the agreed state keeps nanoseconds.
+        let mut pod = f(3, 100);
+        pod.mtime_nsec = 0;
+        let mut agreed = f(3, 100);
+        agreed.mtime_nsec = 2;
+        let edited = f(3, 100); // nanoseconds 5: edited after the sync, same second, same size
+        let changes = plan(
+            &snap(&[("a", edited.clone())]),
+            &snap(&[("a", pod.clone())]),
+            Some(&snap(&[("a", agreed)])),
+        );
+        assert!(
+            changes
+                .iter()
+                .any(|c| matches!(c, Change::Write { path, .. } if path == "a")),
+            "{changes:?}"
+        );
+        // Unchanged since the agreed state: nothing to send.
+        let changes = plan(
+            &snap(&[("a", edited.clone())]),
+            &snap(&[("a", pod)]),
+            Some(&snap(&[("a", edited)])),
+        );
+        assert!(changes.is_empty(), "{changes:?}");
     }
 
     #[test]
