@@ -3,6 +3,7 @@
 //! leak into files, argv, the pod spec or the request journal.
 
 mod common;
+mod git_http;
 
 use common::{Kodama, TempDir};
 
@@ -80,6 +81,48 @@ fn clone_records_branch_and_commit_in_the_session_file_and_annotations() {
         execs.iter().all(|q| !q.contains("clone")),
         "resume ran a clone: {execs:?}"
     );
+}
+
+#[test]
+fn a_private_https_repository_is_cloned_with_the_token_through_the_credential_helper() {
+    let mut k = Kodama::new();
+    k.write_test_config("");
+    let root = TempDir::new("http-repo");
+    let bare = common::bare_repo(&root, &[("README.md", "private\n")]);
+    const TOKEN: &str = "ghp_PLANTEDhttpclone0123456789abcdef";
+    let server = git_http::start_git_http(root.path().to_path_buf(), TOKEN);
+    let url = format!(
+        "http://127.0.0.1:{}/{}",
+        server.port,
+        bare.file_name().and_then(|n| n.to_str()).expect("name")
+    );
+    // Without the token the server refuses: start fails with git's message and rolls back.
+    let out = k.run(&["start", "nope", "--no-sync", "--repo", &url]);
+    out.fails().stderr_has("cloning");
+    assert!(k.session_objects("default", "nope").is_empty());
+    // With GITHUB_TOKEN in the local environment it clones.
+    k.set_env("GITHUB_TOKEN", TOKEN);
+    let out = k.run(&["start", "priv", "--no-sync", "--repo", &url]);
+    out.ok();
+    let (code, readme) = k.exec("default", "priv", &["cat", "/workspace/README.md"]);
+    assert_eq!((code, readme.as_str()), (0, "private\n"), "{out}");
+    // The token went only in the Authorization header: never in a URL, the clone's config, the
+    // output, a file kodama wrote, or the request journal (which holds the pod spec) except the
+    // Secret's own POST. (Process argv is scanned in tests/git_clone.rs and in
+    // secrets_never_leak_into_files_argv_the_pod_spec_or_the_journal.)
+    let reqs = server.requests.lock().expect("lock").clone();
+    assert!(!reqs.is_empty());
+    assert!(reqs.iter().all(|r| !r.contains(TOKEN)), "{reqs:?}");
+    let (_, config) = k.exec("default", "priv", &["cat", "/workspace/.git/config"]);
+    assert!(!config.contains(TOKEN), "{config}");
+    assert!(!config.contains("ghp_"), "{config}");
+    assert!(!out.all().contains(TOKEN), "{out}");
+    let leaks: Vec<String> = k
+        .leaks(TOKEN)
+        .into_iter()
+        .filter(|l| !l.starts_with("journal: POST /api/v1/namespaces/default/secrets"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
 }
 
 #[test]
