@@ -947,7 +947,14 @@ fn clone(
     intr.run(move || {
         let refs: Vec<&Secret> = secrets.iter().collect();
         let mut pr = Progress::new();
-        let out = git::clone::run_clone(&r, &p, &refs, &mut |l| pr.update(&format!("git: {l}")));
+        // git redraws its counters in place with \r; without a terminal those redraws are noise in
+        // logs and CI output, so only whole messages are shown there.
+        let tty = crate::term::stderr_is_tty();
+        let out = git::clone::run_clone(&r, &p, &refs, &mut |l| {
+            if tty || !(l.contains('\r') || l.contains('%')) {
+                pr.update(&format!("git: {l}"));
+            }
+        });
         pr.finish();
         out
     })
