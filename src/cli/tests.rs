@@ -1,4 +1,5 @@
-//! Table tests of the command line: what good command lines mean, and what bad ones say.
+//! Table tests of the command line: what good command lines mean, and what bad ones say. Compiled
+//! only for tests: the parent declares this module under #[cfg(test)].
 //!
 //! May import: cli (the parent module; tests only), config, error.
 
