@@ -230,6 +230,7 @@ impl RemoteProcess for ExecProcess {
 
 /// A [`crate::remote::Remote`] that runs commands in one container of a pod over exec (what
 /// `sync`, `agent` and `run` use in production).
+#[derive(Clone)]
 pub struct PodRemote<D: Dialer> {
     /// How to reach the API server (`kube::Client` in production).
     pub dialer: D,

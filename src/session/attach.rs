@@ -93,7 +93,7 @@ pub fn attach(ctx: &Ctx, args: &AttachArgs) -> Result<()> {
     req.container = remote.container.clone();
     req.stdin = true;
     req.tty = tty;
-    let code = run_interactive(&remote.client, &req)
+    let code = run_interactive(&remote.dialer, &req)
         .map_err(|e| e.context(format!("attaching to session \"{}\"", args.name)))?;
     if code != 0 {
         return Err(Error::RemoteExit(code));

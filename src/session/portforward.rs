@@ -45,7 +45,7 @@ pub fn port_forward(ctx: &Ctx, args: &PortForwardArgs) -> Result<()> {
     }
     let report: Reporter = Arc::new(|line: &str| eprintln!("{line}"));
     let fwd = PortForwarder::start(
-        Arc::new(remote.client.clone()),
+        Arc::new(remote.dialer.clone()),
         &remote.namespace,
         &remote.pod,
         &mappings,

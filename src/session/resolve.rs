@@ -124,7 +124,7 @@ pub fn remote_for(ctx: &Ctx, found: &Found) -> Result<PodRemote> {
         ));
     }
     Ok(PodRemote::new(
-        ctx.client()?,
+        ctx.client()?.clone(),
         &found.namespace,
         &names::pod(&found.name),
         Some(MAIN_CONTAINER),

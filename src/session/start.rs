@@ -550,7 +550,7 @@ fn create_steps(
     progress.line(&format!("pod {ns}/{} is ready", names::pod(name)));
 
     // (4) Inside the pod.
-    let remote = PodRemote::new(client, ns, &names::pod(name), Some(MAIN_CONTAINER));
+    let remote = PodRemote::new(client.clone(), ns, &names::pod(name), Some(MAIN_CONTAINER));
     let need_agent = plan.sync_dir.is_some() || plan.prompt.is_some();
     let mode = if need_agent {
         let r = remote.clone();

@@ -367,7 +367,8 @@ impl Kodama {
         use kodama::remote::Remote;
         let client = self.client();
         let pod = format!("kodama-{s}");
-        let r = kodama::session::podremote::PodRemote::new(&client, ns, &pod, Some("session"));
+        let r =
+            kodama::session::podremote::PodRemote::new(client.clone(), ns, &pod, Some("session"));
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
         let out = r.run(&argv, b"").expect("exec in pod");
         (out.code, String::from_utf8_lossy(&out.stdout).into_owned())
